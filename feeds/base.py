@@ -1,0 +1,63 @@
+"""The vocabulary every feed shares: ticks, symbol specs and the Feed protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """What a client needs to know about a symbol before its first tick."""
+
+    symbol: str
+    tick_size: Decimal
+    prev_close_ticks: int
+    name: str = ""
+
+    @property
+    def price_decimals(self) -> int:
+        exponent = self.tick_size.normalize().as_tuple().exponent
+        return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+# Prices travel as integer multiples of the symbol's tick size, so a price can never be
+# off the grid and never be NaN; the sequencer turns them into rounded JSON numbers.
+@dataclass(frozen=True, slots=True)
+class Trade:
+    symbol: str
+    ts: int  # Unix milliseconds
+    price_ticks: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    ts: int
+    bid_ticks: int
+    bid_size: int
+    ask_ticks: int
+    ask_size: int
+
+
+Tick = Trade | Quote
+Emit = Callable[[Tick], None]
+
+
+class FeedConfig(Protocol):
+    name: str
+
+    def build(self) -> Feed: ...
+
+
+class Feed(Protocol):
+    """A source of ticks. `run` emits until cancelled; raising means the feed failed."""
+
+    name: str
+
+    def symbols(self) -> list[SymbolSpec]: ...
+
+    async def run(self, emit: Emit) -> None: ...

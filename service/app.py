@@ -1,0 +1,123 @@
+"""create_app(settings): routes, security headers and the lifespan that runs the feeds."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__
+from service.config import Settings
+from service.endpoint import stream_endpoint
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+# The page may load and connect to nothing but its own origin ('self' covers ws:/wss: to the
+# same host in CSP Level 3), and may not be framed.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def symbols(request: Request) -> Response:
+    runtime = _runtime(request)
+    hub = runtime.hub
+    now_ms = hub.now_ms()
+    feed_of = {spec.symbol: sup.feed.name for sup in runtime.supervisors for spec in sup.feed.symbols()}
+    specs = runtime.sequencer.symbols
+    out = []
+    for sym in hub.symbols:
+        spec = specs.get(sym)
+        out.append(
+            {
+                "symbol": sym,
+                "name": spec.name if spec else "",
+                "feed": feed_of.get(sym),
+                "tick_size": float(spec.tick_size) if spec else None,
+                "price_decimals": spec.price_decimals if spec else None,
+                "snapshots": {ch: stream.snapshot_body(now_ms) for (ch, s), stream in hub.streams.items() if s == sym},
+            }
+        )
+    return ORJSONResponse({"server_ts": now_ms, "symbols": out})
+
+
+async def healthz(request: Request) -> Response:
+    runtime = _runtime(request)
+    feeds = {sup.feed.name: sup.status() for sup in runtime.supervisors}
+    healthy = all(f["state"] in ("running", "finished") for f in feeds.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "version": __version__,
+        "connections": len(runtime.connections),
+        "feeds": feeds,
+    }
+    return ORJSONResponse(body, status_code=200 if healthy else 503)
+
+
+def create_app(settings: Settings) -> Starlette:
+    runtime = Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    routes = [
+        WebSocketRoute("/v1/stream", stream_endpoint),
+        Route("/api/v1/symbols", symbols),
+        Route("/healthz", healthz),
+        Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.add_middleware(SecurityHeaders)
+    return app

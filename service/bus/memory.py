@@ -1,0 +1,68 @@
+"""In-process bus: synchronous fan-out to handlers and a bounded replay ring per stream."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+
+from service.bus import Handler, ReplayRefused
+from service.events import BusMessage, Event, StreamKey, StreamReset
+
+log = logging.getLogger(__name__)
+
+
+class _Ring:
+    __slots__ = ("epoch", "events", "last_seq")
+
+    def __init__(self, epoch: str, window: int) -> None:
+        self.epoch = epoch
+        self.last_seq = 0
+        self.events: deque[Event] = deque(maxlen=window)
+
+
+class MemoryBus:
+    def __init__(self, replay_window: int) -> None:
+        self._window = replay_window
+        self._handlers: list[Handler] = []
+        self._rings: dict[StreamKey, _Ring] = {}
+
+    def publish(self, message: BusMessage) -> None:
+        if isinstance(message, StreamReset):
+            self._rings[message.key] = _Ring(message.epoch, self._window)
+        else:
+            ring = self._rings[message.key]
+            ring.events.append(message)
+            ring.last_seq = message.seq
+        for handler in self._handlers:
+            try:
+                handler(message)
+            except Exception:
+                # One broken consumer must not stop delivery to the others.
+                log.exception("Bus handler %r failed on %r", handler, message)
+
+    def subscribe(self, handler: Handler) -> Callable[[], None]:
+        self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler)
+
+    def replay(self, key: StreamKey, epoch: str, after_seq: int) -> list[Event]:
+        ring = self._rings.get(key)
+        if ring is None:
+            raise ReplayRefused("UNKNOWN_STREAM")
+        if epoch != ring.epoch:
+            raise ReplayRefused("EPOCH_CHANGED")
+        if after_seq > ring.last_seq:
+            raise ReplayRefused("SEQ_AHEAD")
+        if after_seq == ring.last_seq:
+            return []
+        first = ring.events[0].seq if ring.events else ring.last_seq + 1
+        if after_seq + 1 < first:
+            raise ReplayRefused("TOO_OLD")
+        return list(islice(ring.events, after_seq + 1 - first, None))
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._handlers.clear()

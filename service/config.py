@@ -1,0 +1,219 @@
+"""The one settings model, loaded from YAML with errors that name file, field and line.
+
+Every limit and timeout of the service is a field here with its default beside it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from feeds.random_walk import RandomWalkConfig
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    # uvicorn waits this long for connections to finish after SIGTERM, then cancels them.
+    graceful_shutdown_s: Annotated[int, Field(gt=0, le=300)] = 10
+    # Protocol-level pings find dead TCP peers; None/0 disables them.
+    ws_ping_interval_s: Annotated[float, Field(ge=0)] = 20.0
+    ws_ping_timeout_s: Annotated[float, Field(ge=0)] = 20.0
+    # Off by default: compression costs memory per connection and opens the
+    # CRIME/BREACH class of attacks; ticks are small and numerous.
+    ws_per_message_deflate: bool = False
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class RateSettings(_Strict):
+    per_s: Annotated[float, Field(gt=0)] = 20.0
+    burst: Annotated[int, Field(ge=1)] = 40
+
+
+class StreamSettings(_Strict):
+    # A heartbeat goes out when nothing else was sent for this long.
+    heartbeat_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
+    # Inbound frames larger than this are refused with close 1009 (uvicorn's ws_max_size).
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
+    max_subscriptions: Annotated[int, Field(ge=1)] = 1000
+    # Per-connection outbox bound; half of it starts conflation, all of it closes 4100.
+    send_buffer_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
+    # Upper bound of one outbound `data` frame; more pending events go out in more frames.
+    max_batch_bytes: Annotated[int, Field(ge=1024)] = 65536
+    # Events kept per stream for resume (G4).
+    replay_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    inbound_rate: RateSettings = RateSettings()
+    # Rate-limited messages within 10 s after which the connection is closed with 4200.
+    flood_close_after: Annotated[int, Field(ge=1)] = 50
+    # How long a fatal close may wait for a client that does not read before giving up.
+    close_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class BusSettings(_Strict):
+    kind: Literal["memory"] = "memory"
+
+
+FeedSettings = Annotated[Union[RandomWalkConfig], Field(discriminator="kind")]  # noqa: UP007 - more kinds join this union
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    stream: StreamSettings = StreamSettings()
+    bus: BusSettings = BusSettings()
+    feeds: Annotated[list[FeedSettings], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names_and_symbols(self) -> Settings:
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for feed in self.feeds:
+            if feed.name in names:
+                raise ValueError(f"feed name {feed.name!r} is used twice")
+            names.add(feed.name)
+            for spec in feed.symbols:
+                if spec.symbol in owner:
+                    raise ValueError(f"symbol {spec.symbol} is in feeds {owner[spec.symbol]!r} and {feed.name!r}")
+                owner[spec.symbol] = feed.name
+        if self.stream.max_batch_bytes > self.stream.send_buffer_bytes:
+            raise ValueError("stream.max_batch_bytes must not exceed stream.send_buffer_bytes")
+        return self
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is written for the operator."""
+
+
+def load_settings(path: str | Path) -> Settings:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, filename: str = "<config>") -> Settings:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise ConfigError(f"{filename}: {where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{filename}: invalid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(err, root) for err in exc.errors(include_url=False)]
+        noun = "error" if len(lines) == 1 else "errors"
+        raise ConfigError(f"{filename}: {len(lines)} {noun}:\n" + "\n".join(lines)) from None
+
+
+def _describe(err: Any, root: yaml.Node | None) -> str:
+    loc = [part for part in err["loc"] if not _is_union_tag(part)]
+    field = _format_loc(loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f" (line {line})" if line else ""
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = "unknown key"
+        if hint:
+            message += f"; did you mean {hint[0]!r}?"
+        elif allowed:
+            message += f"; expected one of {', '.join(sorted(allowed))}"
+    elif err["type"] not in ("missing", "value_error") and "input" in err:
+        message += f", got {err['input']!r}"[:200]
+    return f"  {field}{where}: {message}"
+
+
+_FEED_MODELS = typing.get_args(FeedSettings)[0]
+_FEED_KINDS = frozenset(
+    kind
+    for model in (typing.get_args(_FEED_MODELS) or (_FEED_MODELS,))
+    for kind in typing.get_args(model.model_fields["kind"].annotation)
+)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the discriminator value (e.g. 'random_walk') into the location.
+    return isinstance(part, str) and part in _FEED_KINDS
+
+
+def _format_loc(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """Line of the deepest YAML node on the path `loc` (1-based)."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        nxt: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    best = key.start_mark.line + 1
+                    nxt = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+            best = nxt.start_mark.line + 1
+        if nxt is None:
+            break
+        node = nxt
+    return best
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    """Field names of the model found at `loc`, for 'did you mean' hints."""
+    tp: Any = Settings
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(part, int):
+            args = typing.get_args(tp)
+            tp = args[0] if args else None
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) != 1:
+                return tp
+            tp = models[0]
+        else:
+            return tp

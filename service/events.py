@@ -1,0 +1,69 @@
+"""What travels on the bus: sequenced events and stream resets, already encoded for the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+StreamKey = tuple[str, str]  # (channel, symbol)
+
+TRADES = "trades"
+QUOTES = "quotes"
+# event channels: every event matters, never conflated; state channels: the latest wins.
+CHANNEL_KINDS: dict[str, str] = {TRADES: "event", QUOTES: "state"}
+STATE_CHANNELS = frozenset(ch for ch, kind in CHANNEL_KINDS.items() if kind == "state")
+
+
+class Event:
+    """One sequenced event of one stream.
+
+    `wire` is the event's JSON object, encoded once by the sequencer and shared by every
+    connection that sends it. `stats` is the symbol's day statistics as of this event, so a
+    snapshot can be built from the latest event alone (also on a gateway that never saw the
+    symbol's earlier trades).
+    """
+
+    __slots__ = ("ch", "epoch", "fields", "key", "seq", "stats", "sym", "ts", "wire")
+
+    def __init__(
+        self,
+        ch: str,
+        sym: str,
+        epoch: str,
+        seq: int,
+        ts: int,
+        fields: dict[str, Any],
+        stats: dict[str, Any],
+        wire: str,
+    ) -> None:
+        self.ch = ch
+        self.sym = sym
+        self.key: StreamKey = (ch, sym)
+        self.epoch = epoch
+        self.seq = seq
+        self.ts = ts
+        self.fields = fields
+        self.stats = stats
+        self.wire = wire
+
+    def __repr__(self) -> str:
+        return f"Event({self.ch}/{self.sym} {self.epoch}#{self.seq})"
+
+
+class StreamReset:
+    """A stream's sequence restarts: a new epoch from seq 0 (e.g. its feed was restarted)."""
+
+    __slots__ = ("ch", "epoch", "key", "reason", "stats", "sym")
+
+    def __init__(self, ch: str, sym: str, epoch: str, reason: str, stats: dict[str, Any]) -> None:
+        self.ch = ch
+        self.sym = sym
+        self.key: StreamKey = (ch, sym)
+        self.epoch = epoch
+        self.reason = reason
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"StreamReset({self.ch}/{self.sym} {self.epoch} {self.reason})"
+
+
+BusMessage = Event | StreamReset

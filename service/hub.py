@@ -1,0 +1,108 @@
+"""The hub: latest state per stream and who wants it. Hands events over without waiting.
+
+It is the only consumer of the bus in a process. Delivering an event is a loop of
+synchronous `deliver()` calls into each subscriber's outbox; no socket is ever awaited here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from service import protocol
+from service.bus import Bus
+from service.events import BusMessage, Event, StreamKey, StreamReset
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    def deliver(self, event: Event) -> None: ...
+
+    def on_reset(self, stream: Stream) -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
+class Stream:
+    """What the hub knows of one (channel, symbol) stream."""
+
+    __slots__ = ("ch", "epoch", "key", "latest", "seq", "stats", "subscribers", "sym")
+
+    def __init__(self, reset: StreamReset) -> None:
+        self.key = reset.key
+        self.ch = reset.ch
+        self.sym = reset.sym
+        self.subscribers: dict[Subscriber, None] = {}  # a dict keeps delivery order stable
+        self.restart(reset)
+
+    def restart(self, reset: StreamReset) -> None:
+        self.epoch = reset.epoch
+        self.seq = 0
+        self.latest: Event | None = None
+        self.stats: dict[str, Any] = reset.stats
+
+    def snapshot_body(self, now_ms: int) -> dict[str, Any]:
+        """The stream's state; its seq is the last event folded in (G3)."""
+        latest = self.latest
+        data = {**latest.fields, **self.stats} if latest is not None else dict(self.stats)
+        ts = latest.ts if latest is not None else now_ms
+        return {"type": "snapshot", "ch": self.ch, "sym": self.sym, "epoch": self.epoch, "seq": self.seq,
+                "ts": ts, "data": data}  # fmt: skip
+
+    def snapshot(self, now_ms: int) -> str:
+        return protocol.encode(self.snapshot_body(now_ms))
+
+    def position(self) -> dict[str, Any]:
+        return {"ch": self.ch, "sym": self.sym, "epoch": self.epoch, "seq": self.seq}
+
+
+class Hub:
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.streams: dict[StreamKey, Stream] = {}
+        self.symbols: list[str] = []
+        self._unsubscribe = bus.subscribe(self.on_message)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def on_message(self, message: BusMessage) -> None:
+        stream = self.streams.get(message.key)
+        if isinstance(message, Event):
+            if stream is None or message.epoch != stream.epoch:
+                log.warning("Dropped %r: its stream was never started (bus out of order?)", message)
+                return
+            stream.seq = message.seq
+            stream.latest = message
+            stream.stats = message.stats
+            for subscriber in stream.subscribers:
+                try:
+                    subscriber.deliver(message)
+                except Exception:
+                    log.exception("Delivering %r failed; closing that client", message)
+                    subscriber.fail("delivery failed")
+            return
+        if stream is None:
+            self.streams[message.key] = Stream(message)
+            if message.sym not in self.symbols:
+                self.symbols.append(message.sym)
+                self.symbols.sort()
+            return
+        stream.restart(message)
+        for subscriber in list(stream.subscribers):
+            subscriber.on_reset(stream)
+
+    def attach(self, key: StreamKey, subscriber: Subscriber) -> None:
+        self.streams[key].subscribers[subscriber] = None
+
+    def detach(self, key: StreamKey, subscriber: Subscriber) -> None:
+        stream = self.streams.get(key)
+        if stream is not None:
+            stream.subscribers.pop(subscriber, None)
+
+    def close(self) -> None:
+        self._unsubscribe()

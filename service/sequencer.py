@@ -1,0 +1,120 @@
+"""Turns feed ticks into sequenced, encoded events: the one place where `seq` is assigned.
+
+Per stream (channel, symbol) it keeps an epoch and the last seq; per symbol the day
+statistics. Each event is encoded to JSON once, here, and the same string is sent to every
+subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from feeds.base import Quote, SymbolSpec, Tick, Trade
+from service.events import CHANNEL_KINDS, QUOTES, TRADES, BusMessage, Event, StreamKey, StreamReset
+
+log = logging.getLogger(__name__)
+
+
+def new_epoch() -> str:
+    """An opaque epoch: start time plus randomness, so two processes never share one."""
+    return f"{int(time.time()):x}-{secrets.token_hex(4)}"
+
+
+class _Symbol:
+    __slots__ = ("decimals", "scale", "spec", "stats")
+
+    def __init__(self, spec: SymbolSpec) -> None:
+        self.spec = spec
+        self.decimals = spec.price_decimals
+        self.scale = float(spec.tick_size)
+        self.stats: dict[str, Any] = {
+            "open": None,
+            "high": None,
+            "low": None,
+            "last": None,
+            "prev_close": self.price(spec.prev_close_ticks),
+            "volume": 0,
+            "price_decimals": self.decimals,
+        }
+
+    def price(self, ticks: int) -> float:
+        # round() to the tick's decimals gives the shortest float repr: 101.3, not 101.30000000000001
+        return round(ticks * self.scale, self.decimals)
+
+
+class Sequencer:
+    def __init__(self, publish: Callable[[BusMessage], None]) -> None:
+        self._publish = publish
+        self._symbols: dict[str, _Symbol] = {}
+        self._streams: dict[StreamKey, list[Any]] = {}  # key -> [epoch, seq]
+
+    @property
+    def symbols(self) -> dict[str, SymbolSpec]:
+        return {sym: s.spec for sym, s in self._symbols.items()}
+
+    def register(self, specs: Iterable[SymbolSpec]) -> None:
+        """Start the streams of new symbols at seq 0 in a fresh epoch."""
+        epoch = new_epoch()
+        for spec in specs:
+            if spec.symbol in self._symbols:
+                raise ValueError(f"symbol {spec.symbol} is already published by another feed")
+            symbol = self._symbols[spec.symbol] = _Symbol(spec)
+            for ch in CHANNEL_KINDS:
+                self._streams[(ch, spec.symbol)] = [epoch, 0]
+                self._publish(StreamReset(ch, spec.symbol, epoch, "START", symbol.stats))
+
+    def reset(self, symbols: Iterable[str], reason: str) -> None:
+        """Give the symbols' streams a new epoch: their history is gone for subscribers."""
+        epoch = new_epoch()
+        for sym in symbols:
+            stats = self._symbols[sym].stats
+            for ch in CHANNEL_KINDS:
+                self._streams[(ch, sym)] = [epoch, 0]
+                self._publish(StreamReset(ch, sym, epoch, reason, stats))
+        log.info("Streams of %s restart in epoch %s (%s)", ", ".join(symbols), epoch, reason)
+
+    def on_tick(self, tick: Tick) -> None:
+        symbol = self._symbols.get(tick.symbol)
+        if symbol is None:
+            log.warning("Dropped a tick for unregistered symbol %r (feed bug)", tick.symbol)
+            return
+        if isinstance(tick, Trade):
+            if tick.size <= 0 or tick.price_ticks <= 0:
+                log.warning("Dropped an impossible trade %r (feed bug)", tick)
+                return
+            price = symbol.price(tick.price_ticks)
+            old = symbol.stats
+            symbol.stats = {
+                **old,
+                "open": price if old["open"] is None else old["open"],
+                "high": price if old["high"] is None else max(old["high"], price),
+                "low": price if old["low"] is None else min(old["low"], price),
+                "last": price,
+                "volume": old["volume"] + tick.size,
+            }
+            self._emit(TRADES, symbol, tick.ts, {"price": price, "size": tick.size})
+        elif isinstance(tick, Quote):
+            if not 0 < tick.bid_ticks < tick.ask_ticks:
+                log.warning("Dropped a crossed or empty quote %r (feed bug)", tick)
+                return
+            fields = {
+                "bid": symbol.price(tick.bid_ticks),
+                "bid_size": tick.bid_size,
+                "ask": symbol.price(tick.ask_ticks),
+                "ask_size": tick.ask_size,
+            }
+            self._emit(QUOTES, symbol, tick.ts, fields)
+
+    def _emit(self, ch: str, symbol: _Symbol, ts: int, fields: dict[str, Any]) -> None:
+        sym = symbol.spec.symbol
+        state = self._streams[(ch, sym)]
+        state[1] += 1
+        epoch, seq = state
+        wire = orjson.dumps({"ch": ch, "sym": sym, "seq": seq, "ts": ts, **fields}).decode()
+        self._publish(Event(ch, sym, epoch, seq, ts, fields, symbol.stats, wire))

@@ -1,0 +1,338 @@
+"""One client's protocol state: subscriptions, outbox, inbound limits. No I/O.
+
+The endpoint feeds it frames and drains its outbox; the hub calls `deliver()`. Every answer
+(ack, snapshot, error, ...) goes through the outbox, so what the client sees is exactly the
+order in which the session decided it: that is what makes G2 and G3 hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from service import protocol
+from service.bus import ReplayRefused
+from service.config import StreamSettings
+from service.events import CHANNEL_KINDS, STATE_CHANNELS, Event, StreamKey
+from service.hub import Hub, Stream
+from service.outbox import Outbox, Put
+from service.protocol import CloseCode, ErrorCode, ProtocolError
+from service.ratelimit import FloodDetector, TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+class Fatal:
+    """Why and how the connection must end: an `error` frame, then this close code."""
+
+    __slots__ = ("code", "frame", "reason")
+
+    def __init__(self, code: CloseCode, reason: str, frame: str | None) -> None:
+        self.code = code
+        self.reason = reason
+        self.frame = frame
+
+
+class Session:
+    def __init__(
+        self,
+        hub: Hub,
+        settings: StreamSettings,
+        *,
+        wake: Callable[[], None],
+        on_fatal: Callable[[], None],
+        clock: Callable[[], float],
+        peer: str = "?",
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.peer = peer
+        self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
+        self.subscriptions: dict[StreamKey, None] = {}
+        self.fatal: Fatal | None = None
+        self._wake = wake
+        self._on_fatal = on_fatal
+        self._bucket = TokenBucket(settings.inbound_rate.per_s, settings.inbound_rate.burst, clock)
+        self._flood = FloodDetector(settings.flood_close_after, 10.0, clock)
+
+    # --- from the hub -------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if self.fatal is not None:
+            return
+        result = self.outbox.put_event(event, event.ch in STATE_CHANNELS)
+        if result is Put.OVERFLOW:
+            self._slow_consumer()
+            return
+        if result is Put.SLOW:
+            log.info("Client %s is slow: conflating its state channels", self.peer)
+            self._send(
+                protocol.notice(
+                    "SLOW_CONSUMER",
+                    "you are falling behind: state channels are conflated (see prev_seq)",
+                    buffered_bytes=self.outbox.bytes,
+                    limit_bytes=self.outbox.limit,
+                )
+            )
+        self._wake()
+
+    def on_reset(self, stream: Stream) -> None:
+        if self.fatal is not None:
+            return
+        self.outbox.forget(stream.key)
+        self._send(protocol.reset(stream.ch, stream.sym, stream.epoch, "EPOCH_CHANGED"))
+        self._send(stream.snapshot(self.hub.now_ms()))
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        self._end(Fatal(CloseCode.INTERNAL_ERROR, reason, protocol.error(ErrorCode.INTERNAL, reason, fatal=True)))
+
+    # --- from the client ----------------------------------------------------------------
+
+    def hello(self) -> None:
+        s = self.settings
+        self._send(
+            protocol.hello(
+                server_ts=self.hub.now_ms(),
+                heartbeat_ms=s.heartbeat_ms,
+                limits={
+                    "max_subscriptions": s.max_subscriptions,
+                    "max_frame_bytes": s.max_frame_bytes,
+                    "max_batch_bytes": s.max_batch_bytes,
+                    "send_buffer_bytes": s.send_buffer_bytes,
+                    "replay_window": s.replay_window,
+                    "inbound_rate": {"per_s": s.inbound_rate.per_s, "burst": s.inbound_rate.burst},
+                },
+                channels=CHANNEL_KINDS,
+                symbols=self.hub.symbols,
+            )
+        )
+        self._wake()
+
+    def on_text(self, text: str) -> None:
+        if self.fatal is not None:
+            return
+        wait_s = self._bucket.take()
+        if wait_s:
+            self._rate_limited(wait_s)
+        else:
+            try:
+                self._dispatch(protocol.parse_client_message(text))
+            except ProtocolError as exc:
+                self._send(protocol.error(exc.code, exc.message, id=exc.id, **exc.extra))
+        self._wake()
+
+    def on_binary(self) -> None:
+        if self.fatal is not None:
+            return
+        wait_s = self._bucket.take()
+        if wait_s:
+            self._rate_limited(wait_s)
+        else:
+            self._send(protocol.error(ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text"))
+        self._wake()
+
+    def close(self) -> None:
+        """Detach from every stream; the connection is gone."""
+        for key in self.subscriptions:
+            self.hub.detach(key, self)
+        self.subscriptions.clear()
+        self.outbox.clear()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _send(self, frame: str) -> None:
+        if self.outbox.put_control(frame) is Put.OVERFLOW:
+            self._slow_consumer()
+
+    def _end(self, fatal: Fatal) -> None:
+        if self.fatal is None:
+            self.fatal = fatal
+            self.outbox.clear()
+            self._on_fatal()
+
+    def _slow_consumer(self) -> None:
+        log.warning("Closing client %s: its outbox is full (%d bytes)", self.peer, self.outbox.limit)
+        message = "outbox full: reconnect and resume from your last seq"
+        self._end(
+            Fatal(
+                CloseCode.SLOW_CONSUMER,
+                "slow consumer",
+                protocol.error(ErrorCode.SLOW_CONSUMER, message, fatal=True, limit_bytes=self.outbox.limit),
+            )
+        )
+
+    def _rate_limited(self, wait_s: float) -> None:
+        retry_after_ms = max(1, round(wait_s * 1000))
+        if self._flood.hit():
+            log.warning("Closing client %s: it keeps flooding past the rate limit", self.peer)
+            frame = protocol.error(
+                ErrorCode.RATE_LIMITED,
+                "too many messages over the rate limit; back off before reconnecting",
+                fatal=True,
+                retry_after_ms=10_000,
+            )
+            self._end(Fatal(CloseCode.RATE_LIMITED, "rate limited", frame))
+            return
+        limit = self.settings.inbound_rate
+        message = f"more than {limit.per_s:g} messages/s (burst {limit.burst}); this one was not processed"
+        self._send(protocol.error(ErrorCode.RATE_LIMITED, message, retry_after_ms=retry_after_ms))
+
+    def _dispatch(self, msg: protocol.ClientMessage) -> None:
+        if isinstance(msg, protocol.Subscribe):
+            if msg.streams is not None:
+                self._resume(msg)
+            else:
+                self._subscribe(msg)
+        elif isinstance(msg, protocol.Unsubscribe):
+            self._unsubscribe(msg)
+        elif isinstance(msg, protocol.Subscriptions):
+            self._ack("subscriptions", msg.id)
+        else:
+            self._send(protocol.pong(id=msg.id, client_ts=msg.client_ts, server_ts=self.hub.now_ms()))
+
+    def _totals(self) -> dict[str, Any]:
+        subs: dict[str, list[str]] = {ch: [] for ch in CHANNEL_KINDS}
+        for ch, sym in self.subscriptions:
+            subs[ch].append(sym)
+        for symbols in subs.values():
+            symbols.sort()
+        return {
+            "subscriptions": subs,
+            "count": len(self.subscriptions),
+            "limit": self.settings.max_subscriptions,
+        }
+
+    def _expand(self, symbols: Iterable[str]) -> list[str]:
+        out: dict[str, None] = {}
+        for sym in symbols:
+            if sym == "*":
+                out.update(dict.fromkeys(self.hub.symbols))
+            else:
+                out[sym.upper()] = None
+        return list(out)
+
+    def _check_limit(self, msg_id: protocol.MessageId | None, new: int) -> None:
+        limit = self.settings.max_subscriptions
+        if len(self.subscriptions) + new > limit:
+            raise ProtocolError(
+                ErrorCode.SUBSCRIPTION_LIMIT,
+                f"this would make {len(self.subscriptions) + new} subscriptions, more than the limit of "
+                f"{limit}; nothing was changed",
+                msg_id,
+                count=len(self.subscriptions),
+                limit=limit,
+            )
+
+    def _lookup(self, ch: str, sym: str, failed: list[dict[str, Any]]) -> Stream | None:
+        if ch not in CHANNEL_KINDS:
+            failed.append(
+                {"ch": ch, "sym": sym, "code": ErrorCode.UNKNOWN_CHANNEL.value,
+                 "message": f"no channel {ch!r}; channels are {', '.join(CHANNEL_KINDS)}"}
+            )  # fmt: skip
+            return None
+        stream = self.hub.streams.get((ch, sym))
+        if stream is None:
+            failed.append(
+                {"ch": ch, "sym": sym, "code": ErrorCode.UNKNOWN_SYMBOL.value, "message": f"no symbol {sym!r}"}
+            )
+        return stream
+
+    def _subscribe(self, msg: protocol.Subscribe) -> None:
+        channels = list(dict.fromkeys(msg.channels)) if msg.channels is not None else list(CHANNEL_KINDS)
+        if not channels or not msg.symbols:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'channels' and 'symbols' must not be empty", msg.id)
+        ok: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        new: list[Stream] = []
+        for ch in channels:
+            for sym in self._expand(msg.symbols):
+                stream = self._lookup(ch, sym, failed)
+                if stream is None:
+                    continue
+                ok.append(stream.position())
+                if stream.key not in self.subscriptions:
+                    new.append(stream)
+        self._check_limit(msg.id, len(new))
+        for stream in new:
+            self.subscriptions[stream.key] = None
+            self.hub.attach(stream.key, self)
+        self._ack("subscribe", msg.id, ok, failed)
+        if msg.snapshot:
+            now_ms = self.hub.now_ms()
+            for stream in new:
+                self._send(stream.snapshot(now_ms))
+
+    def _resume(self, msg: protocol.Subscribe) -> None:
+        assert msg.streams is not None
+        ok: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        plan: list[tuple[Stream, list[Event] | None]] = []
+        seen: set[StreamKey] = set()
+        for pos in msg.streams:
+            stream = self._lookup(pos.ch, pos.sym.upper(), failed)
+            if stream is None or stream.key in seen:
+                continue
+            seen.add(stream.key)
+            entry = stream.position()
+            events: list[Event] | None
+            try:
+                events = self.hub.bus.replay(stream.key, pos.epoch, pos.after_seq)
+                entry.update(recovered=True, replayed=len(events))
+            except ReplayRefused as refused:
+                events = None
+                entry.update(recovered=False, reason=refused.reason)
+            ok.append(entry)
+            plan.append((stream, events))
+        self._check_limit(msg.id, sum(1 for stream, _ in plan if stream.key not in self.subscriptions))
+        for stream, _ in plan:
+            if stream.key in self.subscriptions:
+                # Re-synchronising a live stream: what is still queued is replayed anyway.
+                self.outbox.purge(stream.key)
+            else:
+                self.subscriptions[stream.key] = None
+                self.hub.attach(stream.key, self)
+        self._ack("subscribe", msg.id, ok, failed)
+        now_ms = self.hub.now_ms()
+        for stream, events in plan:
+            if events is None:
+                self._send(stream.snapshot(now_ms))
+            elif events:
+                self.outbox.put_replay(events)
+
+    def _unsubscribe(self, msg: protocol.Unsubscribe) -> None:
+        if msg.all:
+            keys = list(self.subscriptions)
+            failed: list[dict[str, Any]] = []
+        else:
+            assert msg.symbols is not None
+            channels = list(dict.fromkeys(msg.channels)) if msg.channels is not None else list(CHANNEL_KINDS)
+            keys, failed = [], []
+            for ch in channels:
+                for sym in self._expand(msg.symbols):
+                    if (ch, sym) in self.subscriptions:
+                        keys.append((ch, sym))
+                    else:
+                        failed.append({"ch": ch, "sym": sym, "code": "NOT_SUBSCRIBED", "message": "not subscribed"})
+        for key in keys:
+            del self.subscriptions[key]
+            self.hub.detach(key, self)
+            self.outbox.forget(key)
+        self._ack("unsubscribe", msg.id, [{"ch": ch, "sym": sym} for ch, sym in keys], failed)
+
+    def _ack(
+        self,
+        op: str,
+        msg_id: protocol.MessageId | None,
+        ok: list[Any] | None = None,
+        failed: list[Any] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"type": "ack"}
+        if msg_id is not None:
+            body["id"] = msg_id
+        body.update(op=op, server_ts=self.hub.now_ms())
+        if ok is not None:
+            body.update(ok=ok, failed=failed or [])
+        body.update(self._totals())
+        self._send(protocol.encode(body))
