@@ -21,20 +21,19 @@ WS_IMPL = "websockets-sansio"
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     server = settings.server
-    return uvicorn.Config(
-        app,
-        host=server.host,
-        port=server.port,
-        ws=WS_IMPL,
-        ws_max_size=settings.stream.max_frame_bytes,
-        ws_per_message_deflate=server.ws_per_message_deflate,
-        ws_ping_interval=server.ws_ping_interval_s or None,
-        ws_ping_timeout=server.ws_ping_timeout_s or None,
-        timeout_graceful_shutdown=server.graceful_shutdown_s,
-        log_level=server.log_level,
-        lifespan="on",
-        **overrides,
-    )
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "ws": WS_IMPL,
+        "ws_max_size": settings.stream.max_frame_bytes,
+        "ws_per_message_deflate": server.ws_per_message_deflate,
+        "ws_ping_interval": server.ws_ping_interval_s or None,
+        "ws_ping_timeout": server.ws_ping_timeout_s or None,
+        "timeout_graceful_shutdown": server.graceful_shutdown_s,
+        "log_level": server.log_level,
+        "lifespan": "on",
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 def _env_port(value: str | None) -> int | None:

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service import protocol
 from service.protocol import CloseCode
-from service.session import Session
+from service.session import Fatal, Session
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -71,46 +71,51 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             await send({"type": "websocket.send", "text": frame})
             last_sent = time.monotonic()
 
-    tasks = {
-        asyncio.create_task(reader(), name=f"sp:read:{peer}"),
-        asyncio.create_task(writer(), name=f"sp:write:{peer}"),
-        asyncio.create_task(fatal.wait(), name=f"sp:fatal:{peer}"),
-    }
-    close_code: CloseCode | None = CloseCode.NORMAL
+    read_task = asyncio.create_task(reader(), name=f"sp:read:{peer}")
+    write_task = asyncio.create_task(writer(), name=f"sp:write:{peer}")
+    fatal_task = asyncio.create_task(fatal.wait(), name=f"sp:fatal:{peer}")
+    tasks = (read_task, write_task, fatal_task)
+    peer_gone = False
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is None:
-                continue
-            if isinstance(exc, GONE):
-                close_code = None
-            else:
-                log.error("Client %s failed; closing it with 1011", peer, exc_info=exc)
+        if read_task in done:
+            # The client closed, or uvicorn is shutting down and already sent 1012.
+            peer_gone = read_task.exception() is None
+        if write_task in done:
+            peer_gone = peer_gone or isinstance(write_task.exception(), GONE)
+        for io_task in (read_task, write_task):
+            exc = io_task.exception() if io_task in done else None
+            if exc is not None and not (io_task is write_task and isinstance(exc, GONE)):
+                log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
                 session.fail("internal error")
-        if any(t.exception() is None for t in done if t.get_name().startswith("sp:read")):
-            close_code = None  # the client (or server shutdown) already closed the socket
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        session.close()
+        session.detach()
         runtime.connections.discard(session)
 
-    if session.fatal is not None:
-        await _close(websocket, session.fatal.code, session.fatal.reason, session.fatal.frame, settings.close_timeout_s)
-    elif close_code is not None:
-        await _close(websocket, close_code, "", None, settings.close_timeout_s)
+    try:
+        if not peer_gone:
+            await _close(websocket, session, settings.close_timeout_s)
+    finally:
+        session.close()
 
 
-async def _close(websocket: WebSocket, code: int, reason: str, frame: str | None, timeout_s: float) -> None:
-    """Send the explaining error frame, then the close frame; give up on a peer that never reads."""
+async def _close(websocket: WebSocket, session: Session, timeout_s: float) -> None:
+    """Flush what is still queued, send the explaining error frame, then the close frame.
+
+    A peer that never reads cannot hold this up for longer than `timeout_s`.
+    """
+    fatal = session.fatal or Fatal(CloseCode.NORMAL, "", None)
     try:
         async with asyncio.timeout(timeout_s):
-            if frame is not None:
+            while (frame := session.outbox.take_frame()) is not None:
                 await websocket.send({"type": "websocket.send", "text": frame})
-            await websocket.close(code, reason)
+            if fatal.frame is not None:
+                await websocket.send({"type": "websocket.send", "text": fatal.frame})
+            await websocket.close(fatal.code, fatal.reason)
     except TimeoutError:
-        log.warning("Client %s did not take its close frame within %.1f s", websocket.client, timeout_s)
+        log.warning("Client %s did not take its close frame within %.1f s", session.peer, timeout_s)
     except GONE:
         pass

@@ -133,11 +133,15 @@ class Session:
             self._send(protocol.error(ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text"))
         self._wake()
 
-    def close(self) -> None:
-        """Detach from every stream; the connection is gone."""
+    def detach(self) -> None:
+        """Stop receiving events: the connection is ending."""
         for key in self.subscriptions:
             self.hub.detach(key, self)
         self.subscriptions.clear()
+        self.fatal = self.fatal or Fatal(CloseCode.NORMAL, "", None)
+
+    def close(self) -> None:
+        self.detach()
         self.outbox.clear()
 
     # --- internals ----------------------------------------------------------------------
@@ -146,10 +150,11 @@ class Session:
         if self.outbox.put_control(frame) is Put.OVERFLOW:
             self._slow_consumer()
 
-    def _end(self, fatal: Fatal) -> None:
+    def _end(self, fatal: Fatal, *, drop_pending: bool = False) -> None:
         if self.fatal is None:
             self.fatal = fatal
-            self.outbox.clear()
+            if drop_pending:
+                self.outbox.clear()
             self._on_fatal()
 
     def _slow_consumer(self) -> None:
@@ -160,7 +165,10 @@ class Session:
                 CloseCode.SLOW_CONSUMER,
                 "slow consumer",
                 protocol.error(ErrorCode.SLOW_CONSUMER, message, fatal=True, limit_bytes=self.outbox.limit),
-            )
+            ),
+            # The client is not reading: what is queued would never get through, and it
+            # resumes from its last seq anyway.
+            drop_pending=True,
         )
 
     def _rate_limited(self, wait_s: float) -> None:

@@ -1,0 +1,147 @@
+"""End to end G5: a client that stops reading never holds up others, and memory stays bounded.
+
+The slow client is a raw socket with a 4 KiB receive buffer and no reader draining it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.frames import Close
+
+from tests.conftest import StartServer
+from tests.helpers import RawClient, SequenceChecker, Server, recv, subscribed
+
+SEND_BUFFER = 64 * 1024
+
+
+async def _fast_server(start_server: StartServer) -> Server:
+    # Keepalive pings off: a stalled client also stops answering pings, and the ping timeout
+    # would end it before the outbox policy under test does.
+    return await start_server(
+        symbols=20,
+        interval_ms=1,
+        stream={"send_buffer_bytes": SEND_BUFFER, "max_batch_bytes": 8192},
+        server={"ws_ping_interval_s": 0},
+    )
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[list[Any]]:
+    """Raw clients and background tasks to close even when a test fails half-way."""
+    things: list[Any] = []
+    yield things
+    for thing in things:
+        if isinstance(thing, RawClient):
+            thing.close()
+        else:
+            thing.cancel()
+            with contextlib.suppress(BaseException):
+                await thing
+
+
+async def _stalled_client(server: Server, cleanup: list[Any], **subscribe: Any) -> RawClient:
+    raw = RawClient(server.url, rcvbuf=4096)
+    cleanup.append(raw)
+    await raw.connect()
+    await raw.send_json({"op": "subscribe", "id": "slow", **subscribe})
+    return raw
+
+
+async def _healthy_reader(ws: Any, checker: SequenceChecker, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        checker.feed(await recv(ws))
+
+
+async def test_state_channels_conflate_for_a_stalled_client(start_server: StartServer, cleanup: list[Any]) -> None:
+    """Past half the outbox: notice SLOW_CONSUMER, quotes conflated with prev_seq, outbox bounded, others unaffected."""
+    server = await _fast_server(start_server)
+    healthy, _ = await subscribed(server, symbols=["*"])
+    checker = SequenceChecker()
+    stop = asyncio.Event()
+    reader = asyncio.create_task(_healthy_reader(healthy, checker, stop))
+    cleanup.append(reader)
+    known = set(server.runtime.connections)
+    raw = await _stalled_client(server, cleanup, channels=["quotes"], symbols=["*"])
+    async with asyncio.timeout(20):
+        while not (session := next(iter(server.runtime.connections - known), None)):
+            await asyncio.sleep(0.01)
+        while session.outbox.conflated < 2000:
+            assert session.outbox.bytes <= SEND_BUFFER
+            await asyncio.sleep(0.01)
+    assert session.fatal is None  # conflation alone keeps it within bounds: no close
+    assert session.outbox.bytes <= SEND_BUFFER
+    events_while_stalled = checker.events
+    assert events_while_stalled > 1000  # the healthy client kept receiving all along
+
+    messages, close = await raw.read_all(timeout=1.0)
+    assert close is None
+    notices = [m for m in messages if m["type"] == "notice"]
+    assert notices and notices[0]["code"] == "SLOW_CONSUMER"
+    slow = SequenceChecker()
+    for message in messages:
+        slow.feed(message)
+    assert slow.violations == []
+    assert any("prev_seq" in e for m in messages if m["type"] == "data" for e in m["events"])
+    stop.set()
+    await reader
+    assert checker.violations == []
+    raw.close()
+    await healthy.close()
+
+
+async def test_stalled_trades_client_is_closed_4100_and_resumes_losslessly(
+    start_server: StartServer, cleanup: list[Any]
+) -> None:
+    """Trades never conflate: a full outbox → error SLOW_CONSUMER, close 4100; the resume is gap-free."""
+    server = await _fast_server(start_server)
+    healthy, _ = await subscribed(server, symbols=["*"])
+    checker = SequenceChecker()
+    stop = asyncio.Event()
+    reader = asyncio.create_task(_healthy_reader(healthy, checker, stop))
+    cleanup.append(reader)
+    known = set(server.runtime.connections)
+    raw = await _stalled_client(server, cleanup, symbols=["*"])
+    async with asyncio.timeout(20):
+        while not (session := next(iter(server.runtime.connections - known), None)):
+            await asyncio.sleep(0.01)
+        while session.fatal is None:
+            assert session.outbox.bytes <= SEND_BUFFER
+            await asyncio.sleep(0.005)
+    assert checker.events > 1000
+
+    messages, close = await raw.read_all()
+    raw.close()
+    assert close is not None
+    assert Close.parse(close.data).code == 4100
+    errors = [m for m in messages if m["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("SLOW_CONSUMER", True)]
+    assert messages[-1] == errors[0]
+    seen = SequenceChecker()
+    for message in messages:
+        seen.feed(message)
+    assert seen.violations == []
+    assert session not in server.runtime.connections
+
+    # Reconnect and resume every stream from the last seq we got: no gap, no duplicate.
+    positions = dict(seen.last)
+    ws, ack = await subscribed(
+        server,
+        streams=[{"ch": ch, "sym": sym, "epoch": ep, "after_seq": seq} for (ch, sym), (ep, seq) in positions.items()],
+    )
+    assert all(entry["recovered"] for entry in ack["ok"]), ack["ok"]
+    resumed = SequenceChecker()
+    resumed.last = positions
+    target = sum(entry["replayed"] for entry in ack["ok"]) + 500
+    while resumed.events < target:
+        resumed.feed(await recv(ws))
+    assert resumed.violations == []
+    stop.set()
+    await reader
+    assert checker.violations == []
+    await ws.close()
+    await healthy.close()
