@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from feeds.random_walk import RandomWalkConfig
 
@@ -74,21 +74,29 @@ class Settings(_Strict):
     bus: BusSettings = BusSettings()
     feeds: Annotated[list[FeedSettings], Field(min_length=1)]
 
-    @model_validator(mode="after")
-    def _unique_names_and_symbols(self) -> Settings:
-        names: set[str] = set()
+    def cross_field_errors(self) -> list[tuple[list[Any], str]]:
+        """Rules that span fields, each with the location of the offending field."""
+        errors: list[tuple[list[Any], str]] = []
+        names: dict[str, int] = {}
         owner: dict[str, str] = {}
-        for feed in self.feeds:
+        for i, feed in enumerate(self.feeds):
             if feed.name in names:
-                raise ValueError(f"feed name {feed.name!r} is used twice")
-            names.add(feed.name)
-            for spec in feed.symbols:
+                errors.append(
+                    (["feeds", i, "name"], f"feed name {feed.name!r} is already used by feeds[{names[feed.name]}]")
+                )
+            names.setdefault(feed.name, i)
+            for j, spec in enumerate(feed.symbols):
                 if spec.symbol in owner:
-                    raise ValueError(f"symbol {spec.symbol} is in feeds {owner[spec.symbol]!r} and {feed.name!r}")
-                owner[spec.symbol] = feed.name
+                    errors.append(
+                        (
+                            ["feeds", i, "symbols", j, "symbol"],
+                            f"symbol {spec.symbol} is in feed {owner[spec.symbol]!r} and again in feed {feed.name!r}",
+                        )
+                    )
+                owner.setdefault(spec.symbol, feed.name)
         if self.stream.max_batch_bytes > self.stream.send_buffer_bytes:
-            raise ValueError("stream.max_batch_bytes must not exceed stream.send_buffer_bytes")
-        return self
+            errors.append((["stream", "max_batch_bytes"], "must not exceed stream.send_buffer_bytes"))
+        return errors
 
 
 class ConfigError(Exception):
@@ -121,19 +129,20 @@ def parse_settings(text: str, filename: str = "<config>") -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(err, root) for err in exc.errors(include_url=False)]
-        noun = "error" if len(lines) == 1 else "errors"
-        raise ConfigError(f"{filename}: {len(lines)} {noun}:\n" + "\n".join(lines)) from None
+    else:
+        lines = [_line(loc, message, root) for loc, message in settings.cross_field_errors()]
+        if not lines:
+            return settings
+    noun = "error" if len(lines) == 1 else "errors"
+    raise ConfigError(f"{filename}: {len(lines)} {noun}:\n" + "\n".join(lines))
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
     loc = [part for part in err["loc"] if not _is_union_tag(part)]
-    field = _format_loc(loc) or "(top level)"
-    line = _line_of(root, loc)
-    where = f" (line {line})" if line else ""
-    message = err["msg"]
+    message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -144,6 +153,13 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
             message += f"; expected one of {', '.join(sorted(allowed))}"
     elif err["type"] not in ("missing", "value_error") and "input" in err:
         message += f", got {err['input']!r}"[:200]
+    return _line(loc, message, root)
+
+
+def _line(loc: list[Any], message: str, root: yaml.Node | None) -> str:
+    field = _format_loc(loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f" (line {line})" if line else ""
     return f"  {field}{where}: {message}"
 
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class Subscriber(Protocol):
     def deliver(self, event: Event) -> None: ...
 
-    def on_reset(self, stream: Stream) -> None: ...
+    def on_reset(self, stream: Stream, reason: str) -> None: ...
 
     def fail(self, reason: str) -> None: ...
 
@@ -29,10 +29,11 @@ class Subscriber(Protocol):
 class Stream:
     """What the hub knows of one (channel, symbol) stream."""
 
-    __slots__ = ("ch", "epoch", "key", "latest", "seq", "stats", "subscribers", "sym")
+    __slots__ = ("ch", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
 
-    def __init__(self, reset: StreamReset) -> None:
+    def __init__(self, reset: StreamReset, day: dict[str, dict[str, Any]]) -> None:
         self.key = reset.key
+        self.day = day  # the hub's day statistics per symbol, shared by all its streams
         self.ch = reset.ch
         self.sym = reset.sym
         self.subscribers: dict[Subscriber, None] = {}  # a dict keeps delivery order stable
@@ -42,12 +43,15 @@ class Stream:
         self.epoch = reset.epoch
         self.seq = 0
         self.latest: Event | None = None
-        self.stats: dict[str, Any] = reset.stats
 
     def snapshot_body(self, now_ms: int) -> dict[str, Any]:
-        """The stream's state; its seq is the last event folded in (G3)."""
+        """The stream's latest event plus the symbol's current day statistics.
+
+        Its seq is the last event of this stream folded in (G3).
+        """
         latest = self.latest
-        data = {**latest.fields, **self.stats} if latest is not None else dict(self.stats)
+        stats = self.day[self.sym]
+        data = {**latest.fields, **stats} if latest is not None else dict(stats)
         ts = latest.ts if latest is not None else now_ms
         return {"type": "snapshot", "ch": self.ch, "sym": self.sym, "epoch": self.epoch, "seq": self.seq,
                 "ts": ts, "data": data}  # fmt: skip
@@ -65,6 +69,7 @@ class Hub:
         self.clock = clock
         self.streams: dict[StreamKey, Stream] = {}
         self.symbols: list[str] = []
+        self.day: dict[str, dict[str, Any]] = {}
         self._unsubscribe = bus.subscribe(self.on_message)
 
     def now_ms(self) -> int:
@@ -78,7 +83,7 @@ class Hub:
                 return
             stream.seq = message.seq
             stream.latest = message
-            stream.stats = message.stats
+            self.day[message.sym] = message.stats
             for subscriber in stream.subscribers:
                 try:
                     subscriber.deliver(message)
@@ -86,15 +91,16 @@ class Hub:
                     log.exception("Delivering %r failed; closing that client", message)
                     subscriber.fail("delivery failed")
             return
+        self.day[message.sym] = message.stats
         if stream is None:
-            self.streams[message.key] = Stream(message)
+            self.streams[message.key] = Stream(message, self.day)
             if message.sym not in self.symbols:
                 self.symbols.append(message.sym)
                 self.symbols.sort()
             return
         stream.restart(message)
         for subscriber in list(stream.subscribers):
-            subscriber.on_reset(stream)
+            subscriber.on_reset(stream, message.reason)
 
     def attach(self, key: StreamKey, subscriber: Subscriber) -> None:
         self.streams[key].subscribers[subscriber] = None

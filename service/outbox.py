@@ -18,6 +18,8 @@ from collections import deque
 from service.events import Event, StreamKey
 from service.protocol import data_frame, with_prev_seq
 
+FRAME_OVERHEAD = len(data_frame(()))  # the `data` wrapper around the events
+
 
 class Put(enum.Enum):
     OK = "ok"
@@ -76,6 +78,8 @@ class Outbox:
         if entry is not None:
             # Replace in place: the stream keeps one pending event, and no tombstones pile up.
             payload = with_prev_seq(event.wire, entry.prev)
+            if self.bytes + len(payload) - entry.size > self.limit:
+                return Put.OVERFLOW
             self.bytes += len(payload) - entry.size
             entry.payload, entry.size = payload, len(payload)
             self._last_seq[key] = event.seq
@@ -125,14 +129,14 @@ class Outbox:
             self.bytes -= first.size
             return first.payload
         parts: list[str] = []
-        size = 0
+        size = FRAME_OVERHEAD - 1  # the first event needs no comma
         while items:
             entry = items[0]
-            if entry.key is None or (parts and size + len(entry.payload) > self.batch_bytes):
+            if entry.key is None or (parts and size + 1 + len(entry.payload) > self.batch_bytes):
                 break
             items.popleft()
             parts.append(entry.payload)
-            size += len(entry.payload) + 1
+            size += 1 + len(entry.payload)
             self.bytes -= entry.size
             if self._pending.get(entry.key) is entry:
                 del self._pending[entry.key]

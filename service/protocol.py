@@ -156,13 +156,14 @@ def _short(value: Any) -> str:
 
 
 def _depth(value: Any, level: int = 1) -> int:
+    """Nesting depth of containers (a scalar adds none); stops counting past MAX_DEPTH."""
+    if not isinstance(value, dict | list):
+        return level - 1
     if level > MAX_DEPTH:
         return level
     if isinstance(value, dict):
         return max((_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
-    return level - 1
+    return max((_depth(v, level + 1) for v in value), default=level)
 
 
 def _explain(exc: ValidationError) -> str:

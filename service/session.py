@@ -77,11 +77,11 @@ class Session:
             )
         self._wake()
 
-    def on_reset(self, stream: Stream) -> None:
+    def on_reset(self, stream: Stream, reason: str) -> None:
         if self.fatal is not None:
             return
         self.outbox.forget(stream.key)
-        self._send(protocol.reset(stream.ch, stream.sym, stream.epoch, "EPOCH_CHANGED"))
+        self._send(protocol.reset(stream.ch, stream.sym, stream.epoch, reason))
         self._send(stream.snapshot(self.hub.now_ms()))
         self._wake()
 

@@ -31,7 +31,7 @@ async def test_epoch_change_sends_reset_then_snapshot(server: Server) -> None:
     server.runtime.sequencer.reset(["AAPL"], "TEST")
     reset, _ = await until(ws, lambda m: m["type"] == "reset")
     assert reset["ch"] == "trades" and reset["sym"] == "AAPL"
-    assert reset["epoch"] != old_epoch and reset["reason"] == "EPOCH_CHANGED"
+    assert reset["epoch"] != old_epoch and reset["reason"] == "TEST"
     snapshot = await recv(ws)
     assert snapshot["type"] == "snapshot" and snapshot["epoch"] == reset["epoch"] and snapshot["seq"] == 0
     data, _ = await until(ws, lambda m: m["type"] == "data")
@@ -69,6 +69,7 @@ async def test_failing_feed_is_restarted_with_new_epochs(
             assert health["feeds"]["test"]["restarts"] == 1
             assert "injected feed failure" in health["feeds"]["test"]["last_error"]
     assert {r["ch"] for r in resets} == {"trades", "quotes"}
+    assert {r["reason"] for r in resets} == {"FEED_RESTART"}
     assert checker.violations == []
     assert "Feed 'test' failed" in caplog.text
     await ws.close()
