@@ -1,5 +1,5 @@
 """Price sources. Nothing here knows about the service: a feed emits ticks, that is all."""
 
-from feeds.base import Feed, FeedConfig, Quote, SymbolSpec, Tick, Trade
+from feeds.base import STATUSES, Feed, FeedConfig, NewDay, Quote, Status, SymbolSpec, Tick, Trade
 
-__all__ = ["Feed", "FeedConfig", "Quote", "SymbolSpec", "Tick", "Trade"]
+__all__ = ["STATUSES", "Feed", "FeedConfig", "NewDay", "Quote", "Status", "SymbolSpec", "Tick", "Trade"]

@@ -43,7 +43,29 @@ class Quote:
     ask_size: int
 
 
-Tick = Trade | Quote
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The symbol's trading status changed (session transitions, halts)."""
+
+    symbol: str
+    ts: int
+    status: str  # one of STATUSES
+    reason: str = ""
+
+
+STATUSES = ("pre", "open", "post", "closed", "halted")
+
+
+@dataclass(frozen=True, slots=True)
+class NewDay:
+    """A new trading day starts for the symbol: day statistics restart from here."""
+
+    symbol: str
+    ts: int
+    prev_close_ticks: int
+
+
+Tick = Trade | Quote | Status | NewDay
 Emit = Callable[[Tick], None]
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from feeds.base import Emit, Quote, SymbolSpec, Trade
+from feeds.base import Emit, Quote, Status, SymbolSpec, Trade
 
 SECONDS_PER_TRADING_YEAR = 252 * 6.5 * 3600
 
@@ -152,6 +152,10 @@ class RandomWalkFeed:
     async def run(self, emit: Emit) -> None:
         walks = self._walks()
         interval = self._config.interval_ms / 1000
+        now_ms = int(self._clock() * 1000)
+        for walk in walks:
+            # A random walk has no sessions: its market is always open.
+            emit(Status(walk.spec.symbol, now_ms, "open"))
         while True:
             self.step(walks, int(self._clock() * 1000), emit)
             await self._sleep(interval)

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.config import Settings
 from service.endpoint import stream_endpoint
+from service.events import BAR_CHANNELS
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,40 @@ async def symbols(request: Request) -> Response:
     return ORJSONResponse({"server_ts": now_ms, "symbols": out})
 
 
+def _bad_request(code: str, message: str, status: int = 400) -> Response:
+    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def bars(request: Request) -> Response:
+    hub = _runtime(request).hub
+    params = request.query_params
+    symbol = params.get("symbol", "").upper()
+    interval = params.get("interval", "1m")
+    channel = f"bars.{interval}"
+    if channel not in BAR_CHANNELS:
+        return _bad_request("BAD_REQUEST", f"interval must be one of {', '.join(c[5:] for c in BAR_CHANNELS)}")
+    if not symbol:
+        return _bad_request("BAD_REQUEST", "symbol is required, e.g. ?symbol=AAPL")
+    if (channel, symbol) not in hub.streams:
+        return _bad_request("UNKNOWN_SYMBOL", f"no symbol {symbol!r}", 404)
+    raw_limit = params.get("limit", "300")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= hub.bar_history:
+        return _bad_request("BAD_REQUEST", f"limit must be an integer from 1 to {hub.bar_history}")
+    history = hub.bar_history_of(channel, symbol, int(raw_limit))
+    stream = hub.streams[(channel, symbol)]
+    return ORJSONResponse(
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "channel": channel,
+            "epoch": stream.epoch,
+            "seq": stream.seq,
+            "price_decimals": hub.day[symbol]["price_decimals"],
+            "bars": history,
+        }
+    )
+
+
 async def healthz(request: Request) -> Response:
     runtime = _runtime(request)
     feeds = {sup.feed.name: sup.status() for sup in runtime.supervisors}
@@ -114,6 +149,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         WebSocketRoute("/v1/stream", stream_endpoint),
         Route("/api/v1/symbols", symbols),
+        Route("/api/v1/bars", bars),
         Route("/healthz", healthz),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]

@@ -58,15 +58,19 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         heartbeat_s = settings.heartbeat_ms / 1000
         last_sent = time.monotonic()
         while True:
+            throttle_due = session.flush_throttled()
             frame = outbox.take_frame()
             if frame is None:
                 wake.clear()
                 idle = heartbeat_s - (time.monotonic() - last_sent)
-                if idle > 0:
+                timeout = idle if throttle_due is None else min(idle, throttle_due)
+                if timeout > 0:
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(idle):
+                        async with asyncio.timeout(timeout):
                             await wake.wait()
                     continue
+                if idle > 0:
+                    continue  # a throttled event is due
                 frame = protocol.heartbeat(runtime.hub.now_ms())
             await send({"type": "websocket.send", "text": frame})
             last_sent = time.monotonic()

@@ -8,8 +8,17 @@ StreamKey = tuple[str, str]  # (channel, symbol)
 
 TRADES = "trades"
 QUOTES = "quotes"
+STATUS = "status"
+BAR_CHANNELS = {"bars.1s": 1_000, "bars.1m": 60_000}  # channel -> interval in ms
 # event channels: every event matters, never conflated; state channels: the latest wins.
-CHANNEL_KINDS: dict[str, str] = {TRADES: "event", QUOTES: "state"}
+CHANNEL_KINDS: dict[str, str] = {
+    TRADES: "event",
+    QUOTES: "state",
+    STATUS: "state",
+    **dict.fromkeys(BAR_CHANNELS, "state"),
+}
+# What `subscribe` without `channels` means.
+DEFAULT_CHANNELS = (TRADES, QUOTES)
 STATE_CHANNELS = frozenset(ch for ch, kind in CHANNEL_KINDS.items() if kind == "state")
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from service import protocol
 from service.bus import Bus
-from service.events import BusMessage, Event, StreamKey, StreamReset
+from service.events import BAR_CHANNELS, BusMessage, Event, StreamKey, StreamReset
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,12 @@ class Stream:
 
 
 class Hub:
-    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time, bar_history: int = 1000) -> None:
         self.bus = bus
         self.clock = clock
+        self.bar_history = bar_history
+        # Final bars per bars stream, oldest first, for GET /api/v1/bars.
+        self.bars: dict[StreamKey, deque[dict[str, Any]]] = {}
         self.streams: dict[StreamKey, Stream] = {}
         self.symbols: list[str] = []
         self.day: dict[str, dict[str, Any]] = {}
@@ -84,6 +88,9 @@ class Hub:
             stream.seq = message.seq
             stream.latest = message
             self.day[message.sym] = message.stats
+            history = self.bars.get(message.key)
+            if history is not None and message.fields["final"]:
+                history.append(message.fields)
             for subscriber in stream.subscribers:
                 try:
                     subscriber.deliver(message)
@@ -94,6 +101,8 @@ class Hub:
         self.day[message.sym] = message.stats
         if stream is None:
             self.streams[message.key] = Stream(message, self.day)
+            if message.ch in BAR_CHANNELS:
+                self.bars[message.key] = deque(maxlen=self.bar_history)
             if message.sym not in self.symbols:
                 self.symbols.append(message.sym)
                 self.symbols.sort()
@@ -101,6 +110,14 @@ class Hub:
         stream.restart(message)
         for subscriber in list(stream.subscribers):
             subscriber.on_reset(stream, message.reason)
+
+    def bar_history_of(self, ch: str, sym: str, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` bars of a symbol, oldest first, the forming one included."""
+        history = list(self.bars[(ch, sym)])
+        latest = self.streams[(ch, sym)].latest
+        if latest is not None and not latest.fields["final"]:
+            history.append(latest.fields)
+        return history[-limit:] if limit else []
 
     def attach(self, key: StreamKey, subscriber: Subscriber) -> None:
         self.streams[key].subscribers[subscriber] = None

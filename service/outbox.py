@@ -59,20 +59,22 @@ class Outbox:
         self.bytes += size
         return Put.OK
 
-    def put_event(self, event: Event, state: bool) -> Put:
+    def put_event(self, event: Event, state: bool, prev: int | None = None) -> Put:
+        """Queue an event; `prev` is the seq the client saw before it, when not seq - 1."""
         if state and self.conflating:
-            return self._put_conflated(event)
-        size = len(event.wire)
+            return self._put_conflated(event, prev)
+        payload = event.wire if prev is None or prev == event.seq - 1 else with_prev_seq(event.wire, prev)
+        size = len(payload)
         if self.bytes + size > self.limit:
             return Put.OVERFLOW
-        self._items.append(_Entry(event.wire, event.key, size))
+        self._items.append(_Entry(payload, event.key, size))
         self.bytes += size
         if not self.conflating and self.bytes > self.limit // 2:
             self.conflating = True
             return Put.SLOW
         return Put.OK
 
-    def _put_conflated(self, event: Event) -> Put:
+    def _put_conflated(self, event: Event, prev_hint: int | None) -> Put:
         key = event.key
         entry = self._pending.get(key)
         if entry is not None:
@@ -85,8 +87,9 @@ class Outbox:
             self._last_seq[key] = event.seq
             self.conflated += 1
             return Put.OK
-        # Before conflation started every event was queued, so by default the client saw seq - 1.
-        prev = self._last_seq.get(key, event.seq - 1)
+        # Before conflation started every event was queued, so unless the caller knows
+        # better (throttling), the client saw seq - 1.
+        prev = self._last_seq.get(key, event.seq - 1 if prev_hint is None else prev_hint)
         payload = event.wire if prev == event.seq - 1 else with_prev_seq(event.wire, prev)
         if self.bytes + len(payload) > self.limit:
             return Put.OVERFLOW

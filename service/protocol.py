@@ -68,6 +68,8 @@ class Subscribe(_Op):
     symbols: list[Name] | None = None
     snapshot: bool = True
     streams: list[StreamPosition] | None = None
+    # State channels only: at most one update per stream per interval, the latest one.
+    throttle_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
 
     @model_validator(mode="after")
     def _one_form(self) -> Subscribe:

@@ -15,8 +15,19 @@ from typing import Any
 
 import orjson
 
-from feeds.base import Quote, SymbolSpec, Tick, Trade
-from service.events import CHANNEL_KINDS, QUOTES, TRADES, BusMessage, Event, StreamKey, StreamReset
+from feeds.base import STATUSES, NewDay, Quote, Status, SymbolSpec, Tick, Trade
+from service.bars import BarBuilder
+from service.events import (
+    BAR_CHANNELS,
+    CHANNEL_KINDS,
+    QUOTES,
+    STATUS,
+    TRADES,
+    BusMessage,
+    Event,
+    StreamKey,
+    StreamReset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +38,14 @@ def new_epoch() -> str:
 
 
 class _Symbol:
-    __slots__ = ("decimals", "scale", "spec", "stats")
+    __slots__ = ("bars", "decimals", "scale", "spec", "stats")
 
     def __init__(self, spec: SymbolSpec) -> None:
         self.spec = spec
         self.decimals = spec.price_decimals
         self.scale = float(spec.tick_size)
+        self.bars = {ch: BarBuilder(interval) for ch, interval in BAR_CHANNELS.items()}
+        # Replaced, never mutated: an event keeps the statistics as of its own time.
         self.stats: dict[str, Any] = {
             "open": None,
             "high": None,
@@ -41,6 +54,7 @@ class _Symbol:
             "prev_close": self.price(spec.prev_close_ticks),
             "volume": 0,
             "price_decimals": self.decimals,
+            "status": None,
         }
 
     def price(self, ticks: int) -> float:
@@ -84,23 +98,14 @@ class Sequencer:
         if symbol is None:
             log.warning("Dropped a tick for unregistered symbol %r (feed bug)", tick.symbol)
             return
+        for ch, builder in symbol.bars.items():
+            final = builder.close_if_due(tick.ts)
+            if final is not None:
+                self._emit(ch, symbol, tick.ts, final)
         if isinstance(tick, Trade):
-            if tick.size <= 0 or tick.price_ticks <= 0:
-                log.warning("Dropped an impossible trade %r (feed bug)", tick)
-                return
-            price = symbol.price(tick.price_ticks)
-            old = symbol.stats
-            symbol.stats = {
-                **old,
-                "open": price if old["open"] is None else old["open"],
-                "high": price if old["high"] is None else max(old["high"], price),
-                "low": price if old["low"] is None else min(old["low"], price),
-                "last": price,
-                "volume": old["volume"] + tick.size,
-            }
-            self._emit(TRADES, symbol, tick.ts, {"price": price, "size": tick.size})
+            self._on_trade(symbol, tick)
         elif isinstance(tick, Quote):
-            if not 0 < tick.bid_ticks < tick.ask_ticks:
+            if not 0 < tick.bid_ticks < tick.ask_ticks or tick.bid_size <= 0 or tick.ask_size <= 0:
                 log.warning("Dropped a crossed or empty quote %r (feed bug)", tick)
                 return
             fields = {
@@ -110,6 +115,47 @@ class Sequencer:
                 "ask_size": tick.ask_size,
             }
             self._emit(QUOTES, symbol, tick.ts, fields)
+        elif isinstance(tick, Status):
+            if tick.status not in STATUSES:
+                log.warning("Dropped an unknown status %r (feed bug)", tick)
+                return
+            symbol.stats = {**symbol.stats, "status": tick.status}
+            self._emit_status(symbol, tick.ts, tick.reason)
+        elif isinstance(tick, NewDay):
+            symbol.stats = {
+                **symbol.stats,
+                "open": None,
+                "high": None,
+                "low": None,
+                "volume": 0,
+                "prev_close": symbol.price(tick.prev_close_ticks),
+            }
+            self._emit_status(symbol, tick.ts, "NEW_DAY")
+
+    def _on_trade(self, symbol: _Symbol, tick: Trade) -> None:
+        if tick.size <= 0 or tick.price_ticks <= 0:
+            log.warning("Dropped an impossible trade %r (feed bug)", tick)
+            return
+        price = symbol.price(tick.price_ticks)
+        old = symbol.stats
+        symbol.stats = {
+            **old,
+            "open": price if old["open"] is None else old["open"],
+            "high": price if old["high"] is None else max(old["high"], price),
+            "low": price if old["low"] is None else min(old["low"], price),
+            "last": price,
+            "volume": old["volume"] + tick.size,
+        }
+        self._emit(TRADES, symbol, tick.ts, {"price": price, "size": tick.size})
+        for ch, builder in symbol.bars.items():
+            bar = builder.add(tick.ts, price, tick.size)
+            if bar is not None:
+                self._emit(ch, symbol, tick.ts, bar)
+
+    def _emit_status(self, symbol: _Symbol, ts: int, reason: str) -> None:
+        stats = symbol.stats
+        fields = {"status": stats["status"], "reason": reason, "prev_close": stats["prev_close"]}
+        self._emit(STATUS, symbol, ts, fields)
 
     def _emit(self, ch: str, symbol: _Symbol, ts: int, fields: dict[str, Any]) -> None:
         sym = symbol.spec.symbol

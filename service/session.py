@@ -14,7 +14,7 @@ from typing import Any
 from service import protocol
 from service.bus import ReplayRefused
 from service.config import StreamSettings
-from service.events import CHANNEL_KINDS, STATE_CHANNELS, Event, StreamKey
+from service.events import CHANNEL_KINDS, DEFAULT_CHANNELS, STATE_CHANNELS, Event, StreamKey
 from service.hub import Hub, Stream
 from service.outbox import Outbox, Put
 from service.protocol import CloseCode, ErrorCode, ProtocolError
@@ -32,6 +32,18 @@ class Fatal:
         self.code = code
         self.reason = reason
         self.frame = frame
+
+
+class _Throttle:
+    """One throttled state stream of one client: at most one event per interval, the newest."""
+
+    __slots__ = ("interval_ms", "last_seq", "next_ms", "pending")
+
+    def __init__(self, interval_ms: int, last_seq: int) -> None:
+        self.interval_ms = interval_ms
+        self.last_seq = last_seq  # what the client saw last: the prev_seq of the next one
+        self.next_ms = 0.0
+        self.pending: Event | None = None
 
 
 class Session:
@@ -53,6 +65,9 @@ class Session:
         self.fatal: Fatal | None = None
         self._wake = wake
         self._on_fatal = on_fatal
+        self._clock = clock
+        self._throttles: dict[StreamKey, _Throttle] = {}
+        self._held: dict[StreamKey, _Throttle] = {}  # throttled streams with an event waiting
         self._bucket = TokenBucket(settings.inbound_rate.per_s, settings.inbound_rate.burst, clock)
         self._flood = FloodDetector(settings.flood_close_after, 10.0, clock)
 
@@ -61,7 +76,43 @@ class Session:
     def deliver(self, event: Event) -> None:
         if self.fatal is not None:
             return
-        result = self.outbox.put_event(event, event.ch in STATE_CHANNELS)
+        if self._throttles:
+            throttle = self._throttles.get(event.key)
+            if throttle is not None:
+                now_ms = self._clock() * 1000
+                if throttle.pending is not None or now_ms < throttle.next_ms:
+                    throttle.pending = event
+                    self._held[event.key] = throttle
+                    return
+                self._release(throttle, event, now_ms)
+                return
+        self._queue(event, None)
+
+    def _release(self, throttle: _Throttle, event: Event, now_ms: float) -> None:
+        prev = throttle.last_seq
+        throttle.last_seq = event.seq
+        throttle.next_ms = now_ms + throttle.interval_ms
+        throttle.pending = None
+        self._queue(event, prev)
+
+    def flush_throttled(self) -> float | None:
+        """Queue the held events that are due; return seconds until the next one is, if any."""
+        if not self._held:
+            return None
+        now_ms = self._clock() * 1000
+        next_due: float | None = None
+        for key, throttle in list(self._held.items()):
+            if throttle.pending is None:
+                del self._held[key]
+            elif now_ms >= throttle.next_ms:
+                del self._held[key]
+                self._release(throttle, throttle.pending, now_ms)
+            elif next_due is None or throttle.next_ms < next_due:
+                next_due = throttle.next_ms
+        return None if next_due is None else (next_due - now_ms) / 1000
+
+    def _queue(self, event: Event, prev: int | None) -> None:
+        result = self.outbox.put_event(event, event.ch in STATE_CHANNELS, prev)
         if result is Put.OVERFLOW:
             self._slow_consumer()
             return
@@ -81,6 +132,9 @@ class Session:
         if self.fatal is not None:
             return
         self.outbox.forget(stream.key)
+        throttle = self._throttles.get(stream.key)
+        if throttle is not None:
+            throttle.pending, throttle.last_seq, throttle.next_ms = None, 0, 0.0
         self._send(protocol.reset(stream.ch, stream.sym, stream.epoch, reason))
         self._send(stream.snapshot(self.hub.now_ms()))
         self._wake()
@@ -201,9 +255,9 @@ class Session:
             self._send(protocol.pong(id=msg.id, client_ts=msg.client_ts, server_ts=self.hub.now_ms()))
 
     def _totals(self) -> dict[str, Any]:
-        subs: dict[str, list[str]] = {ch: [] for ch in CHANNEL_KINDS}
+        subs: dict[str, list[str]] = {}
         for ch, sym in self.subscriptions:
-            subs[ch].append(sym)
+            subs.setdefault(ch, []).append(sym)
         for symbols in subs.values():
             symbols.sort()
         return {
@@ -248,7 +302,7 @@ class Session:
         return stream
 
     def _subscribe(self, msg: protocol.Subscribe) -> None:
-        channels = list(dict.fromkeys(msg.channels)) if msg.channels is not None else list(CHANNEL_KINDS)
+        channels = list(dict.fromkeys(msg.channels)) if msg.channels is not None else list(DEFAULT_CHANNELS)
         if not channels or not msg.symbols:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "'channels' and 'symbols' must not be empty", msg.id)
         ok: list[dict[str, Any]] = []
@@ -266,6 +320,7 @@ class Session:
         for stream in new:
             self.subscriptions[stream.key] = None
             self.hub.attach(stream.key, self)
+            self._set_throttle(stream, msg.throttle_ms)
         self._ack("subscribe", msg.id, ok, failed)
         if msg.snapshot:
             now_ms = self.hub.now_ms()
@@ -301,6 +356,7 @@ class Session:
             else:
                 self.subscriptions[stream.key] = None
                 self.hub.attach(stream.key, self)
+            self._set_throttle(stream, msg.throttle_ms)
         self._ack("subscribe", msg.id, ok, failed)
         now_ms = self.hub.now_ms()
         for stream, events in plan:
@@ -308,6 +364,14 @@ class Session:
                 self._send(stream.snapshot(now_ms))
             elif events:
                 self.outbox.put_replay(events)
+
+    def _set_throttle(self, stream: Stream, throttle_ms: int) -> None:
+        """Throttle a state stream from its current seq (what the snapshot or replay ends at)."""
+        self._held.pop(stream.key, None)
+        if throttle_ms and stream.ch in STATE_CHANNELS:
+            self._throttles[stream.key] = _Throttle(throttle_ms, stream.seq)
+        else:
+            self._throttles.pop(stream.key, None)
 
     def _unsubscribe(self, msg: protocol.Unsubscribe) -> None:
         if msg.all:
@@ -327,6 +391,8 @@ class Session:
             del self.subscriptions[key]
             self.hub.detach(key, self)
             self.outbox.forget(key)
+            self._throttles.pop(key, None)
+            self._held.pop(key, None)
         self._ack("unsubscribe", msg.id, [{"ch": ch, "sym": sym} for ch, sym in keys], failed)
 
     def _ack(

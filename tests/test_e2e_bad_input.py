@@ -97,7 +97,7 @@ async def test_unknown_symbol_and_channel_listed_in_failed(server: Server) -> No
         ("candles", "AAPL"): "UNKNOWN_CHANNEL",
         ("candles", "NOPE"): "UNKNOWN_CHANNEL",
     }
-    assert ack["subscriptions"] == {"trades": ["AAPL"], "quotes": []}
+    assert ack["subscriptions"] == {"trades": ["AAPL"]}
     await ws.close()
 
 
@@ -112,7 +112,7 @@ async def test_subscription_limit_changes_nothing(start_server: StartServer) -> 
     assert error["limit"] == 3 and error["count"] == 2
     await send(ws, {"op": "subscriptions", "id": "q"})
     ack, seen = await until(ws, lambda m: m["type"] == "ack" and m.get("id") == "q")
-    assert ack["subscriptions"] == {"trades": ["AAPL", "MSFT"], "quotes": []}
+    assert ack["subscriptions"] == {"trades": ["AAPL", "MSFT"]}
     assert not any(m["type"] == "snapshot" for m in seen)
     await ws.close()
 

@@ -16,7 +16,13 @@ async def test_server_speaks_first_with_hello(server: Server) -> None:
     assert hello["type"] == "hello"
     assert hello["protocol"] == "stockpush/1"
     assert hello["heartbeat_ms"] == 300
-    assert hello["channels"] == {"trades": "event", "quotes": "state"}
+    assert hello["channels"] == {
+        "trades": "event",
+        "quotes": "state",
+        "status": "state",
+        "bars.1s": "state",
+        "bars.1m": "state",
+    }
     assert hello["symbols"] == sorted(server.runtime.sequencer.symbols)
     assert hello["limits"]["max_frame_bytes"] == 65536
     assert hello["limits"]["max_subscriptions"] == server.settings.stream.max_subscriptions
@@ -112,7 +118,7 @@ async def test_unsubscribe_is_a_barrier(server: Server) -> None:
             msft += len(message["events"])
     await send(ws, {"op": "unsubscribe", "id": "u2", "all": True})
     ack, _ = await until(ws, lambda m: m["type"] == "ack" and m.get("id") == "u2")
-    assert ack["subscriptions"] == {"trades": [], "quotes": []} and ack["count"] == 0
+    assert ack["subscriptions"] == {} and ack["count"] == 0
     # Nothing but heartbeats from now on.
     for _ in range(3):
         assert (await recv(ws))["type"] == "heartbeat"
@@ -125,7 +131,7 @@ async def test_subscriptions_and_ping(server: Server) -> None:
     await send(ws, {"op": "subscriptions", "id": 9})
     ack, _ = await until(ws, lambda m: m["type"] == "ack" and m.get("id") == 9)
     assert ack["op"] == "subscriptions"
-    assert ack["subscriptions"] == {"trades": [], "quotes": ["NVDA"]}
+    assert ack["subscriptions"] == {"quotes": ["NVDA"]}
     await send(ws, {"op": "ping", "id": "p", "client_ts": 1234.5})
     pong, _ = await until(ws, lambda m: m["type"] == "pong")
     assert pong["id"] == "p" and pong["client_ts"] == 1234.5 and isinstance(pong["server_ts"], int)
