@@ -16,6 +16,7 @@ class SymbolSpec:
     tick_size: Decimal
     prev_close_ticks: int
     name: str = ""
+    sector: str = ""  # for grouping on a page; empty when the feed does not know it
 
     @property
     def price_decimals(self) -> int:
@@ -71,6 +72,10 @@ Emit = Callable[[Tick], None]
 
 class FeedConfig(Protocol):
     name: str
+
+    def symbol_names(self) -> list[str]:
+        """The symbols the feed will publish, known without building it."""
+        ...
 
     def build(self) -> Feed: ...
 

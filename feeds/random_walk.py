@@ -73,6 +73,9 @@ class RandomWalkConfig(BaseModel):
             seen.add(spec.symbol)
         return symbols
 
+    def symbol_names(self) -> list[str]:
+        return [s.symbol for s in self.symbols]
+
     def build(self) -> RandomWalkFeed:
         return RandomWalkFeed(self)
 

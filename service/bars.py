@@ -10,49 +10,60 @@ class BarBuilder:
 
     The forming bar is published as it changes, at most once per tenth of the interval of
     market time (a 1-minute bar every 6 s), and once more with `final: true` when the
-    interval is over. Intervals without trades produce no bar.
+    interval is over. Intervals without trades produce no bar. Folding a trade in touches
+    a few attributes; a dict is built only when a bar is published.
     """
 
-    __slots__ = ("bar", "interval_ms", "last_update_ts", "min_gap_ms")
+    __slots__ = ("close", "end", "high", "interval_ms", "last_update_ts", "low", "min_gap_ms", "open", "start",
+                 "trades", "volume")  # fmt: skip
 
     def __init__(self, interval_ms: int) -> None:
         self.interval_ms = interval_ms
         self.min_gap_ms = interval_ms // 10
-        self.bar: dict[str, Any] | None = None
+        self.start = self.end = -1  # no bar forming
+        self.open = self.high = self.low = self.close = 0.0
+        self.volume = self.trades = 0
         self.last_update_ts = 0
+
+    def _bar(self, final: bool) -> dict[str, Any]:
+        return {
+            "start_ts": self.start,
+            "end_ts": self.end,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "trades": self.trades,
+            "final": final,
+        }
 
     def close_if_due(self, ts: int) -> dict[str, Any] | None:
         """The final version of the forming bar, if market time `ts` is past its end."""
-        bar = self.bar
-        if bar is None or ts < bar["end_ts"]:
+        if self.end < 0 or ts < self.end:
             return None
-        self.bar = None
-        return {**bar, "final": True}
+        bar = self._bar(True)
+        self.start = self.end = -1
+        return bar
 
     def add(self, ts: int, price: float, size: int) -> dict[str, Any] | None:
         """Fold a trade in; return the forming bar when it is time to publish it."""
-        bar = self.bar
-        if bar is None:
-            start = ts - ts % self.interval_ms
-            bar = self.bar = {
-                "start_ts": start,
-                "end_ts": start + self.interval_ms,
-                "open": price,
-                "high": price,
-                "low": price,
-                "close": price,
-                "volume": size,
-                "trades": 1,
-                "final": False,
-            }
+        if self.end < 0:
+            self.start = ts - ts % self.interval_ms
+            self.end = self.start + self.interval_ms
+            self.open = self.high = self.low = self.close = price
+            self.volume = size
+            self.trades = 1
             self.last_update_ts = ts
-            return dict(bar)
-        bar["high"] = max(bar["high"], price)
-        bar["low"] = min(bar["low"], price)
-        bar["close"] = price
-        bar["volume"] += size
-        bar["trades"] += 1
+            return self._bar(False)
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
+        self.close = price
+        self.volume += size
+        self.trades += 1
         if ts - self.last_update_ts >= self.min_gap_ms:
             self.last_update_ts = ts
-            return dict(bar)
+            return self._bar(False)
         return None

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import uvicorn
@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.path)
-    symbols = sum(len(feed.symbols) for feed in settings.feeds)
+    symbols = sum(len(feed.symbol_names()) for feed in settings.feeds)
     print(f"{args.path}: OK ({len(settings.feeds)} feed(s), {symbols} symbols)")
     return 0
 
@@ -86,6 +86,61 @@ def _port(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
     return int(value)
+
+
+def watch(args: argparse.Namespace) -> int:
+    from service.watch import run_watch
+
+    refresh_s = args.refresh_ms / 1000 if args.refresh_ms else (0.25 if sys.stdout.isatty() else 1.0)
+    main = run_watch(args.url, args.symbols, out=sys.stdout, err=sys.stderr, refresh_s=refresh_s)
+    return _run_live(main, interrupted=0)  # Ctrl-C is how a watch ends
+
+
+def tail(args: argparse.Namespace) -> int:
+    from service.tail import run_tail
+
+    channels = [ch.strip() for ch in args.channels.split(",") if ch.strip()]
+    main = run_tail(
+        args.url,
+        args.symbols,
+        channels=channels,
+        json_lines=args.json,
+        count=args.count,
+        throttle_ms=args.throttle_ms,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+    return _run_live(main, interrupted=130)
+
+
+def _run_live(main: Coroutine[Any, Any, int], *, interrupted: int) -> int:
+    """Run a live command; Ctrl-C returns `interrupted`, a reader that went away (`| head`) 0."""
+    import asyncio
+
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        return interrupted
+    except BrokenPipeError:
+        # Stop quietly, and keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _add_url(p: argparse.ArgumentParser) -> None:
+    from service.client import DEFAULT_URL
+
+    p.add_argument(
+        "--url",
+        default=os.environ.get("STOCKPUSH_URL", DEFAULT_URL),
+        help="the stream endpoint (env STOCKPUSH_URL; default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file without starting")
     p.add_argument("path", nargs="?", default=default_config)
     p.set_defaults(func=check_config)
+
+    p = sub.add_parser("watch", help="a live table of symbols in the terminal (Ctrl-C quits)")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols to show (default: every symbol)")
+    _add_url(p)
+    p.add_argument("--refresh-ms", type=_positive, help="redraw interval (default 250 on a terminal, 1000 otherwise)")
+    p.set_defaults(func=watch)
+
+    p = sub.add_parser("tail", help="print live events, one per line (--json for pipes)")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols to follow (default: every symbol)")
+    _add_url(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line, with a 'type'")
+    p.add_argument("--channels", default="trades,quotes", help="comma-separated channels (default %(default)s)")
+    p.add_argument("--count", type=_positive, help="exit after this many events")
+    p.add_argument(
+        "--throttle-ms", type=int, default=0, help="state channels: at most one update per stream per interval"
+    )
+    p.set_defaults(func=tail)
     return parser
 
 

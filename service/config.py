@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from feeds.random_walk import RandomWalkConfig
+from feeds.synthetic import SyntheticConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
 
@@ -54,6 +55,10 @@ class StreamSettings(_Strict):
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 65536
     # Events kept per stream for resume (G4).
     replay_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # What one resume request may replay; streams beyond it get recovered:false,
+    # REPLAY_TOO_LARGE and a snapshot. Larger than send_buffer_bytes, so that a client closed
+    # with 4100 can get back what its outbox and socket buffers held.
+    max_replay_bytes: Annotated[int, Field(ge=4096)] = 16 * 1024 * 1024
     inbound_rate: RateSettings = RateSettings()
     # Rate-limited messages within 10 s after which the connection is closed with 4200.
     flood_close_after: Annotated[int, Field(ge=1)] = 50
@@ -65,7 +70,7 @@ class BusSettings(_Strict):
     kind: Literal["memory"] = "memory"
 
 
-FeedSettings = Annotated[Union[RandomWalkConfig], Field(discriminator="kind")]  # noqa: UP007 - more kinds join this union
+FeedSettings = Annotated[RandomWalkConfig | SyntheticConfig, Field(discriminator="kind")]
 
 
 class Settings(_Strict):
@@ -85,15 +90,15 @@ class Settings(_Strict):
                     (["feeds", i, "name"], f"feed name {feed.name!r} is already used by feeds[{names[feed.name]}]")
                 )
             names.setdefault(feed.name, i)
-            for j, spec in enumerate(feed.symbols):
-                if spec.symbol in owner:
+            for j, symbol in enumerate(feed.symbol_names()):
+                if symbol in owner:
                     errors.append(
                         (
                             ["feeds", i, "symbols", j, "symbol"],
-                            f"symbol {spec.symbol} is in feed {owner[spec.symbol]!r} and again in feed {feed.name!r}",
+                            f"symbol {symbol} is in feed {owner[symbol]!r} and again in feed {feed.name!r}",
                         )
                     )
-                owner.setdefault(spec.symbol, feed.name)
+                owner.setdefault(symbol, feed.name)
         if self.stream.max_batch_bytes > self.stream.send_buffer_bytes:
             errors.append((["stream", "max_batch_bytes"], "must not exceed stream.send_buffer_bytes"))
         return errors
@@ -144,7 +149,7 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     loc = [part for part in err["loc"] if not _is_union_tag(part)]
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(list(err["loc"][:-1]))
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = "unknown key"
         if hint:
@@ -164,11 +169,12 @@ def _line(loc: list[Any], message: str, root: yaml.Node | None) -> str:
 
 
 _FEED_MODELS = typing.get_args(FeedSettings)[0]
-_FEED_KINDS = frozenset(
-    kind
+_FEED_BY_KIND: dict[str, type[BaseModel]] = {
+    kind: model
     for model in (typing.get_args(_FEED_MODELS) or (_FEED_MODELS,))
     for kind in typing.get_args(model.model_fields["kind"].annotation)
-)
+}
+_FEED_KINDS = frozenset(_FEED_BY_KIND)
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -204,7 +210,7 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
 
 
 def _allowed_keys(loc: list[Any]) -> list[str]:
-    """Field names of the model found at `loc`, for 'did you mean' hints."""
+    """Field names of the model found at pydantic's `loc`, for 'did you mean' hints."""
     tp: Any = Settings
     for part in loc:
         tp = _unwrap(tp)
@@ -213,6 +219,8 @@ def _allowed_keys(loc: list[Any]) -> list[str]:
             tp = args[0] if args else None
         elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
             tp = tp.model_fields[part].annotation
+        elif _is_union_tag(part):
+            tp = _FEED_BY_KIND[part]
         else:
             return []
     tp = _unwrap(tp)

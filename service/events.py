@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 StreamKey = tuple[str, str]  # (channel, symbol)
 
@@ -22,37 +22,36 @@ DEFAULT_CHANNELS = (TRADES, QUOTES)
 STATE_CHANNELS = frozenset(ch for ch, kind in CHANNEL_KINDS.items() if kind == "state")
 
 
-class Event:
+class _EventFields(NamedTuple):
+    ch: str
+    sym: str
+    key: StreamKey
+    epoch: str
+    seq: int
+    ts: int
+    fields: dict[str, Any]
+    stats: dict[str, Any]
+    wire: str
+    size: int
+
+
+class Event(_EventFields):
     """One sequenced event of one stream.
 
     `wire` is the event's JSON object, encoded once by the sequencer and shared by every
-    connection that sends it. `stats` is the symbol's day statistics as of this event, so a
-    snapshot can be built from the latest event alone (also on a gateway that never saw the
-    symbol's earlier trades).
+    connection that sends it; `size` is its length, what it costs an outbox. `stats` is
+    the symbol's day statistics, so a snapshot can be built next to the latest event.
+
+    An immutable tuple: cheap to create on the hottest path, and what is sent is what was
+    sequenced.
     """
 
-    __slots__ = ("ch", "epoch", "fields", "key", "seq", "stats", "sym", "ts", "wire")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        ch: str,
-        sym: str,
-        epoch: str,
-        seq: int,
-        ts: int,
-        fields: dict[str, Any],
-        stats: dict[str, Any],
-        wire: str,
-    ) -> None:
-        self.ch = ch
-        self.sym = sym
-        self.key: StreamKey = (ch, sym)
-        self.epoch = epoch
-        self.seq = seq
-        self.ts = ts
-        self.fields = fields
-        self.stats = stats
-        self.wire = wire
+    def __new__(
+        cls, ch: str, sym: str, epoch: str, seq: int, ts: int, fields: dict[str, Any], stats: dict[str, Any], wire: str
+    ) -> Event:
+        return tuple.__new__(cls, (ch, sym, (ch, sym), epoch, seq, ts, fields, stats, wire, len(wire)))
 
     def __repr__(self) -> str:
         return f"Event({self.ch}/{self.sym} {self.epoch}#{self.seq})"

@@ -6,6 +6,7 @@ synchronous `deliver()` calls into each subscriber's outbox; no socket is ever a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    def deliver(self, event: Event) -> None: ...
+    inbox: list[Event]
+
+    def absorb(self) -> None: ...
 
     def on_reset(self, stream: Stream, reason: str) -> None: ...
 
@@ -30,7 +33,7 @@ class Subscriber(Protocol):
 class Stream:
     """What the hub knows of one (channel, symbol) stream."""
 
-    __slots__ = ("ch", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
+    __slots__ = ("appenders", "ch", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
 
     def __init__(self, reset: StreamReset, day: dict[str, dict[str, Any]]) -> None:
         self.key = reset.key
@@ -38,6 +41,8 @@ class Stream:
         self.ch = reset.ch
         self.sym = reset.sym
         self.subscribers: dict[Subscriber, None] = {}  # a dict keeps delivery order stable
+        # The subscribers' inbox.append, prebuilt: delivering is one call per subscriber.
+        self.appenders: list[Callable[[Event], None]] = []
         self.restart(reset)
 
     def restart(self, reset: StreamReset) -> None:
@@ -52,7 +57,8 @@ class Stream:
         """
         latest = self.latest
         stats = self.day[self.sym]
-        data = {**latest.fields, **stats} if latest is not None else dict(stats)
+        # The event's own fields win: a bar's open/high/low/volume are not the day's.
+        data = {**stats, **latest.fields} if latest is not None else dict(stats)
         ts = latest.ts if latest is not None else now_ms
         return {"type": "snapshot", "ch": self.ch, "sym": self.sym, "epoch": self.epoch, "seq": self.seq,
                 "ts": ts, "data": data}  # fmt: skip
@@ -65,8 +71,20 @@ class Stream:
 
 
 class Hub:
-    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time, bar_history: int = 1000) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        clock: Callable[[], float] = time.time,
+        bar_history: int = 1000,
+        *,
+        batched: bool = False,
+    ) -> None:
         self.bus = bus
+        # batched: subscribers absorb once per event-loop iteration (the server); otherwise
+        # after every event (plain synchronous use, as in the in-memory tests).
+        self.batched = batched
+        self._touched: set[Stream] = set()
+        self._flush_scheduled = False
         self.clock = clock
         self.bar_history = bar_history
         # Final bars per bars stream, oldest first, for GET /api/v1/bars.
@@ -91,12 +109,15 @@ class Hub:
             history = self.bars.get(message.key)
             if history is not None and message.fields["final"]:
                 history.append(message.fields)
-            for subscriber in stream.subscribers:
-                try:
-                    subscriber.deliver(message)
-                except Exception:
-                    log.exception("Delivering %r failed; closing that client", message)
-                    subscriber.fail("delivery failed")
+            if stream.appenders:
+                for append in stream.appenders:
+                    append(message)
+                self._touched.add(stream)
+                if not self.batched:
+                    self.flush()
+                elif not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self.flush)
             return
         self.day[message.sym] = message.stats
         if stream is None:
@@ -119,13 +140,29 @@ class Hub:
             history.append(latest.fields)
         return history[-limit:] if limit else []
 
+    def flush(self) -> None:
+        """Let every subscriber that got events since the last flush absorb them."""
+        self._flush_scheduled = False
+        touched, self._touched = self._touched, set()
+        subscribers: set[Subscriber] = set()
+        for stream in touched:
+            subscribers.update(stream.subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber.absorb()
+            except Exception:
+                log.exception("Delivering to a client failed; closing that client")
+                subscriber.fail("delivery failed")
+
     def attach(self, key: StreamKey, subscriber: Subscriber) -> None:
-        self.streams[key].subscribers[subscriber] = None
+        stream = self.streams[key]
+        stream.subscribers[subscriber] = None
+        stream.appenders = [s.inbox.append for s in stream.subscribers]
 
     def detach(self, key: StreamKey, subscriber: Subscriber) -> None:
         stream = self.streams.get(key)
-        if stream is not None:
-            stream.subscribers.pop(subscriber, None)
+        if stream is not None and stream.subscribers.pop(subscriber, 0) is None:
+            stream.appenders = [s.inbox.append for s in stream.subscribers]
 
     def close(self) -> None:
         self._unsubscribe()

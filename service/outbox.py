@@ -6,19 +6,23 @@ newest, carrying `prev_seq` (the seq the client saw before it) so the jump is le
 channels are never conflated; when the limit itself is reached the outbox reports overflow
 and the connection is closed with 4100, from which the client resumes without loss.
 
-Replayed events are not counted: they are the very strings held by the bus's replay window,
-so they cost this outbox only a reference each, bounded by window x subscriptions.
+Replayed events are not counted here: a resume after a 4100 close must be able to bring
+back more than the outbox held (the socket buffers held more still). The session bounds
+them instead, by `max_replay_bytes` per resume request (REPLAY_TOO_LARGE beyond it).
 """
 
 from __future__ import annotations
 
 import enum
+import operator
 from collections import deque
+from typing import Any
 
 from service.events import Event, StreamKey
 from service.protocol import data_frame, with_prev_seq
 
-FRAME_OVERHEAD = len(data_frame(()))  # the `data` wrapper around the events
+FRAME_OVERHEAD = len(data_frame(()))
+_WIRE = operator.attrgetter("wire")  # the `data` wrapper around the events
 
 
 class Put(enum.Enum):
@@ -44,7 +48,11 @@ class Outbox:
         self.bytes = 0
         self.conflating = False
         self.conflated = 0  # events replaced by a newer one, for metrics and tests
-        self._items: deque[_Entry] = deque()
+        self.half = limit_bytes // 2
+        # Plain events are queued as the shared Event itself (no allocation per client);
+        # control frames as str; anything client-specific (prev_seq, replay) as an _Entry.
+        self._items: deque[Event | _Entry | str] = deque()
+        self._special = 0  # queued items that are not plain events (control frames, _Entry)
         self._pending: dict[StreamKey, _Entry] = {}  # conflatable entry per state stream
         self._last_seq: dict[StreamKey, int] = {}  # newest seq queued per state stream while conflating
 
@@ -55,7 +63,8 @@ class Outbox:
         size = len(frame)
         if self.bytes + size > self.limit:
             return Put.OVERFLOW
-        self._items.append(_Entry(frame, None, size))
+        self._items.append(frame)
+        self._special += 1
         self.bytes += size
         return Put.OK
 
@@ -63,13 +72,20 @@ class Outbox:
         """Queue an event; `prev` is the seq the client saw before it, when not seq - 1."""
         if state and self.conflating:
             return self._put_conflated(event, prev)
-        payload = event.wire if prev is None or prev == event.seq - 1 else with_prev_seq(event.wire, prev)
-        size = len(payload)
-        if self.bytes + size > self.limit:
-            return Put.OVERFLOW
-        self._items.append(_Entry(payload, event.key, size))
+        if prev is None or prev == event.seq - 1:
+            size = event.size
+            if self.bytes + size > self.limit:
+                return Put.OVERFLOW
+            self._items.append(event)
+        else:
+            payload = with_prev_seq(event.wire, prev)
+            size = len(payload)
+            if self.bytes + size > self.limit:
+                return Put.OVERFLOW
+            self._items.append(_Entry(payload, event.key, size))
+            self._special += 1
         self.bytes += size
-        if not self.conflating and self.bytes > self.limit // 2:
+        if not self.conflating and self.bytes > self.half:
             self.conflating = True
             return Put.SLOW
         return Put.OK
@@ -94,14 +110,22 @@ class Outbox:
         if self.bytes + len(payload) > self.limit:
             return Put.OVERFLOW
         entry = self._pending[key] = _Entry(payload, key, len(payload), prev)
+        self._special += 1
         self._last_seq[key] = event.seq
         self._items.append(entry)
         self.bytes += entry.size
         return Put.OK
 
+    def extend(self, events: list[Event], size: int) -> None:
+        """Queue plain events whose sizes add up to `size`; the caller checked the bounds."""
+        self._items.extend(events)
+        self.bytes += size
+
     def put_replay(self, events: list[Event]) -> None:
+        """Queue replayed events, uncounted: the session bounds them by max_replay_bytes."""
         for event in events:
             self._items.append(_Entry(event.wire, event.key, 0))
+        self._special += len(events)
 
     def forget(self, key: StreamKey) -> None:
         """Stop conflating into the stream's pending entry (unsubscribed or re-synced)."""
@@ -111,8 +135,9 @@ class Outbox:
     def purge(self, key: StreamKey) -> None:
         """Drop every pending event of one stream (before it is replayed again)."""
         self.forget(key)
-        kept = deque(e for e in self._items if e.key != key)
-        self.bytes = sum(e.size for e in kept)
+        kept = deque(e for e in self._items if isinstance(e, str) or e.key != key)
+        self.bytes = sum(len(e) if isinstance(e, str) else e.size for e in kept)
+        self._special = sum(1 for e in kept if type(e) is not Event)
         self._items = kept
 
     def clear(self) -> None:
@@ -120,33 +145,59 @@ class Outbox:
         self._pending.clear()
         self._last_seq.clear()
         self.bytes = 0
+        self._special = 0
 
     def take_frame(self) -> str | None:
         """The next frame to send: one control frame, or every leading event as one `data` frame."""
         items = self._items
         if not items:
             return None
+        if self._special == 0 and self.bytes + FRAME_OVERHEAD + len(items) <= self.batch_bytes:
+            # Only plain events queued and they fit: one join at C speed.
+            frame = '{"type":"data","events":[' + ",".join(map(_WIRE, items)) + "]}"
+            items.clear()
+            self.bytes = 0
+            self._end_conflation_if_caught_up()
+            return frame
         first = items[0]
-        if first.key is None:
+        if type(first) is str:
+            self._special -= 1
             items.popleft()
-            self.bytes -= first.size
-            return first.payload
+            self.bytes -= len(first)
+            return first
         parts: list[str] = []
         size = FRAME_OVERHEAD - 1  # the first event needs no comma
+        taken = 0
+        pending = self._pending
         while items:
-            entry = items[0]
-            if entry.key is None or (parts and size + 1 + len(entry.payload) > self.batch_bytes):
+            item: Any = items[0]
+            kind = type(item)
+            if kind is Event:
+                payload = item.wire
+            elif kind is _Entry:
+                payload = item.payload
+            else:
+                break  # a control frame: it goes out on its own, after this batch
+            if parts and size + 1 + len(payload) > self.batch_bytes:
                 break
             items.popleft()
-            parts.append(entry.payload)
-            size += 1 + len(entry.payload)
-            self.bytes -= entry.size
-            if self._pending.get(entry.key) is entry:
-                del self._pending[entry.key]
+            if kind is _Entry:
+                self._special -= 1
+            if kind is _Entry and pending:
+                key: StreamKey = item.key
+                if pending.get(key) is item:
+                    del pending[key]
+            parts.append(payload)
+            size += 1 + len(payload)
+            taken += item.size
+        self.bytes -= taken
+        self._end_conflation_if_caught_up()
+        return data_frame(parts)
+
+    def _end_conflation_if_caught_up(self) -> None:
         if self.conflating and self.bytes <= self.limit // 4:
             # Caught up: back to plain queueing. Every stream's newest event is queued or
             # sent, so the next one follows it by exactly +1 again.
             self.conflating = False
             self._pending.clear()
             self._last_seq.clear()
-        return data_frame(parts)

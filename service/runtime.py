@@ -22,7 +22,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
-        self.hub = Hub(self.bus)  # subscribes first, so it sees every stream start
+        self.hub = Hub(self.bus, batched=True)  # subscribes first, so it sees every stream start
         self.sequencer = Sequencer(self.bus.publish)
         self.supervisors: list[FeedSupervisor] = []
         for feed_config in settings.feeds:

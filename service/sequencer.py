@@ -25,7 +25,6 @@ from service.events import (
     TRADES,
     BusMessage,
     Event,
-    StreamKey,
     StreamReset,
 )
 
@@ -37,15 +36,29 @@ def new_epoch() -> str:
     return f"{int(time.time()):x}-{secrets.token_hex(4)}"
 
 
-class _Symbol:
-    __slots__ = ("bars", "decimals", "scale", "spec", "stats")
+class _Stream:
+    """Sequencing state of one stream, with its wire prefix rendered once."""
 
-    def __init__(self, spec: SymbolSpec) -> None:
+    __slots__ = ("ch", "epoch", "prefix", "seq", "sym")
+
+    def __init__(self, ch: str, sym: str, epoch: str) -> None:
+        self.ch = ch
+        self.sym = sym
+        self.epoch = epoch
+        self.seq = 0
+        self.prefix = orjson.dumps({"ch": ch, "sym": sym}).decode()[:-1] + ',"seq":'
+
+
+class _Symbol:
+    __slots__ = ("bars", "decimals", "scale", "spec", "stats", "streams")
+
+    def __init__(self, spec: SymbolSpec, epoch: str) -> None:
         self.spec = spec
         self.decimals = spec.price_decimals
         self.scale = float(spec.tick_size)
         self.bars = {ch: BarBuilder(interval) for ch, interval in BAR_CHANNELS.items()}
-        # Replaced, never mutated: an event keeps the statistics as of its own time.
+        self.streams = {ch: _Stream(ch, spec.symbol, epoch) for ch in CHANNEL_KINDS}
+        # Updated in place: the hub always shows the current day statistics in snapshots.
         self.stats: dict[str, Any] = {
             "open": None,
             "high": None,
@@ -66,7 +79,6 @@ class Sequencer:
     def __init__(self, publish: Callable[[BusMessage], None]) -> None:
         self._publish = publish
         self._symbols: dict[str, _Symbol] = {}
-        self._streams: dict[StreamKey, list[Any]] = {}  # key -> [epoch, seq]
 
     @property
     def symbols(self) -> dict[str, SymbolSpec]:
@@ -78,19 +90,18 @@ class Sequencer:
         for spec in specs:
             if spec.symbol in self._symbols:
                 raise ValueError(f"symbol {spec.symbol} is already published by another feed")
-            symbol = self._symbols[spec.symbol] = _Symbol(spec)
+            symbol = self._symbols[spec.symbol] = _Symbol(spec, epoch)
             for ch in CHANNEL_KINDS:
-                self._streams[(ch, spec.symbol)] = [epoch, 0]
                 self._publish(StreamReset(ch, spec.symbol, epoch, "START", symbol.stats))
 
     def reset(self, symbols: Iterable[str], reason: str) -> None:
         """Give the symbols' streams a new epoch: their history is gone for subscribers."""
         epoch = new_epoch()
         for sym in symbols:
-            stats = self._symbols[sym].stats
-            for ch in CHANNEL_KINDS:
-                self._streams[(ch, sym)] = [epoch, 0]
-                self._publish(StreamReset(ch, sym, epoch, reason, stats))
+            symbol = self._symbols[sym]
+            for ch, stream in symbol.streams.items():
+                stream.epoch, stream.seq = epoch, 0
+                self._publish(StreamReset(ch, sym, epoch, reason, symbol.stats))
         log.info("Streams of %s restart in epoch %s (%s)", ", ".join(symbols), epoch, reason)
 
     def on_tick(self, tick: Tick) -> None:
@@ -119,38 +130,40 @@ class Sequencer:
             if tick.status not in STATUSES:
                 log.warning("Dropped an unknown status %r (feed bug)", tick)
                 return
-            symbol.stats = {**symbol.stats, "status": tick.status}
+            symbol.stats["status"] = tick.status
             self._emit_status(symbol, tick.ts, tick.reason)
         elif isinstance(tick, NewDay):
-            symbol.stats = {
-                **symbol.stats,
-                "open": None,
-                "high": None,
-                "low": None,
-                "volume": 0,
-                "prev_close": symbol.price(tick.prev_close_ticks),
-            }
+            symbol.stats.update(
+                open=None, high=None, low=None, volume=0, prev_close=symbol.price(tick.prev_close_ticks)
+            )
             self._emit_status(symbol, tick.ts, "NEW_DAY")
 
     def _on_trade(self, symbol: _Symbol, tick: Trade) -> None:
-        if tick.size <= 0 or tick.price_ticks <= 0:
+        size = tick.size
+        if size <= 0 or tick.price_ticks <= 0:
             log.warning("Dropped an impossible trade %r (feed bug)", tick)
             return
-        price = symbol.price(tick.price_ticks)
-        old = symbol.stats
-        symbol.stats = {
-            **old,
-            "open": price if old["open"] is None else old["open"],
-            "high": price if old["high"] is None else max(old["high"], price),
-            "low": price if old["low"] is None else min(old["low"], price),
-            "last": price,
-            "volume": old["volume"] + tick.size,
-        }
-        self._emit(TRADES, symbol, tick.ts, {"price": price, "size": tick.size})
+        price = round(tick.price_ticks * symbol.scale, symbol.decimals)
+        stats = symbol.stats
+        if stats["open"] is None:
+            stats["open"] = stats["high"] = stats["low"] = price
+        elif price > stats["high"]:
+            stats["high"] = price
+        elif price < stats["low"]:
+            stats["low"] = price
+        stats["last"] = price
+        stats["volume"] += size
+        # The hottest line of the service: a trade's JSON, rendered without building a dict.
+        # repr() of a float rounded to the tick is its shortest form, as orjson would write it.
+        stream = symbol.streams[TRADES]
+        stream.seq = seq = stream.seq + 1
+        ts = tick.ts
+        wire = f'{stream.prefix}{seq},"ts":{ts},"price":{price!r},"size":{size}}}'
+        self._publish(Event(TRADES, stream.sym, stream.epoch, seq, ts, {"price": price, "size": size}, stats, wire))
         for ch, builder in symbol.bars.items():
-            bar = builder.add(tick.ts, price, tick.size)
+            bar = builder.add(ts, price, size)
             if bar is not None:
-                self._emit(ch, symbol, tick.ts, bar)
+                self._emit(ch, symbol, ts, bar)
 
     def _emit_status(self, symbol: _Symbol, ts: int, reason: str) -> None:
         stats = symbol.stats
@@ -158,9 +171,7 @@ class Sequencer:
         self._emit(STATUS, symbol, ts, fields)
 
     def _emit(self, ch: str, symbol: _Symbol, ts: int, fields: dict[str, Any]) -> None:
-        sym = symbol.spec.symbol
-        state = self._streams[(ch, sym)]
-        state[1] += 1
-        epoch, seq = state
-        wire = orjson.dumps({"ch": ch, "sym": sym, "seq": seq, "ts": ts, **fields}).decode()
-        self._publish(Event(ch, sym, epoch, seq, ts, fields, symbol.stats, wire))
+        stream = symbol.streams[ch]
+        stream.seq = seq = stream.seq + 1
+        wire = f'{stream.prefix}{seq},"ts":{ts},{orjson.dumps(fields).decode()[1:]}'
+        self._publish(Event(ch, stream.sym, stream.epoch, seq, ts, fields, symbol.stats, wire))

@@ -8,6 +8,7 @@ order in which the session decided it: that is what makes G2 and G3 hold.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,9 @@ class Fatal:
         self.code = code
         self.reason = reason
         self.frame = frame
+
+
+_SIZE = operator.attrgetter("size")
 
 
 class _Throttle:
@@ -61,6 +65,7 @@ class Session:
         self.settings = settings
         self.peer = peer
         self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
+        self.inbox: list[Event] = []  # appended to by the hub, drained by absorb()
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
         self._wake = wake
@@ -73,6 +78,29 @@ class Session:
 
     # --- from the hub -------------------------------------------------------------------
 
+    def absorb(self) -> None:
+        """Move what the hub appended to `inbox` into the outbox.
+
+        The hub appends events to every subscriber's inbox (one list append per client per
+        event) and calls this once per client per batch. The common case, a client with
+        room and no throttles, is one `extend`; everything else goes event by event.
+        """
+        inbox = self.inbox
+        if not inbox:
+            return
+        outbox = self.outbox
+        if self.fatal is None and not self._throttles and not outbox.conflating:
+            size = sum(map(_SIZE, inbox))
+            if outbox.bytes + size <= outbox.half:
+                outbox.extend(inbox, size)
+                inbox.clear()
+                self._wake()
+                return
+        events = inbox[:]
+        inbox.clear()
+        for event in events:
+            self.deliver(event)
+
     def deliver(self, event: Event) -> None:
         if self.fatal is not None:
             return
@@ -82,7 +110,9 @@ class Session:
                 now_ms = self._clock() * 1000
                 if throttle.pending is not None or now_ms < throttle.next_ms:
                     throttle.pending = event
-                    self._held[event.key] = throttle
+                    if event.key not in self._held:
+                        self._held[event.key] = throttle
+                        self._wake()  # the writer arms its timer for the new deadline
                     return
                 self._release(throttle, event, now_ms)
                 return
@@ -131,6 +161,7 @@ class Session:
     def on_reset(self, stream: Stream, reason: str) -> None:
         if self.fatal is not None:
             return
+        self.absorb()  # the old epoch's events go out before the reset
         self.outbox.forget(stream.key)
         throttle = self._throttles.get(stream.key)
         if throttle is not None:
@@ -167,9 +198,12 @@ class Session:
     def on_text(self, text: str) -> None:
         if self.fatal is not None:
             return
+        # Whatever the hub handed over so far precedes this request's answers, and a
+        # resume must see it before purging the stream's queue.
+        self.absorb()
         wait_s = self._bucket.take()
         if wait_s:
-            self._rate_limited(wait_s)
+            self._rate_limited(wait_s, protocol.peek_id(text))
         else:
             try:
                 self._dispatch(protocol.parse_client_message(text))
@@ -189,6 +223,7 @@ class Session:
 
     def detach(self) -> None:
         """Stop receiving events: the connection is ending."""
+        self.inbox.clear()
         for key in self.subscriptions:
             self.hub.detach(key, self)
         self.subscriptions.clear()
@@ -201,6 +236,9 @@ class Session:
     # --- internals ----------------------------------------------------------------------
 
     def _send(self, frame: str) -> None:
+        if self.inbox:
+            # Events the hub handed over before this answer go out before it (G2, G3).
+            self.absorb()
         if self.outbox.put_control(frame) is Put.OVERFLOW:
             self._slow_consumer()
 
@@ -225,7 +263,7 @@ class Session:
             drop_pending=True,
         )
 
-    def _rate_limited(self, wait_s: float) -> None:
+    def _rate_limited(self, wait_s: float, msg_id: protocol.MessageId | None = None) -> None:
         retry_after_ms = max(1, round(wait_s * 1000))
         if self._flood.hit():
             log.warning("Closing client %s: it keeps flooding past the rate limit", self.peer)
@@ -239,7 +277,7 @@ class Session:
             return
         limit = self.settings.inbound_rate
         message = f"more than {limit.per_s:g} messages/s (burst {limit.burst}); this one was not processed"
-        self._send(protocol.error(ErrorCode.RATE_LIMITED, message, retry_after_ms=retry_after_ms))
+        self._send(protocol.error(ErrorCode.RATE_LIMITED, message, id=msg_id, retry_after_ms=retry_after_ms))
 
     def _dispatch(self, msg: protocol.ClientMessage) -> None:
         if isinstance(msg, protocol.Subscribe):
@@ -333,15 +371,25 @@ class Session:
         failed: list[dict[str, Any]] = []
         plan: list[tuple[Stream, list[Event] | None]] = []
         seen: set[StreamKey] = set()
+        # One resume may replay at most max_replay_bytes; streams beyond get a snapshot.
+        budget = self.settings.max_replay_bytes
         for pos in msg.streams:
             stream = self._lookup(pos.ch, pos.sym.upper(), failed)
-            if stream is None or stream.key in seen:
+            if stream is None:
+                continue
+            if stream.key in seen:
+                failed.append({"ch": stream.ch, "sym": stream.sym, "code": ErrorCode.BAD_REQUEST.value,
+                               "message": "stream listed twice; the first position counts"})  # fmt: skip
                 continue
             seen.add(stream.key)
             entry = stream.position()
             events: list[Event] | None
             try:
                 events = self.hub.bus.replay(stream.key, pos.epoch, pos.after_seq)
+                size = sum(map(_SIZE, events))
+                if size > budget:
+                    raise ReplayRefused("REPLAY_TOO_LARGE")
+                budget -= size
                 entry.update(recovered=True, replayed=len(events))
             except ReplayRefused as refused:
                 events = None
@@ -364,6 +412,7 @@ class Session:
                 self._send(stream.snapshot(now_ms))
             elif events:
                 self.outbox.put_replay(events)
+        self._wake()
 
     def _set_throttle(self, stream: Stream, throttle_ms: int) -> None:
         """Throttle a state stream from its current seq (what the snapshot or replay ends at)."""
@@ -379,14 +428,21 @@ class Session:
             failed: list[dict[str, Any]] = []
         else:
             assert msg.symbols is not None
+            if not msg.symbols or msg.channels == []:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "'channels' and 'symbols' must not be empty", msg.id)
+            # Without channels: every channel the client has for those symbols.
+            named = msg.channels is not None
             channels = list(dict.fromkeys(msg.channels)) if msg.channels is not None else list(CHANNEL_KINDS)
             keys, failed = [], []
-            for ch in channels:
-                for sym in self._expand(msg.symbols):
-                    if (ch, sym) in self.subscriptions:
-                        keys.append((ch, sym))
-                    else:
-                        failed.append({"ch": ch, "sym": sym, "code": "NOT_SUBSCRIBED", "message": "not subscribed"})
+            for sym in self._expand(msg.symbols):
+                found = [(ch, sym) for ch in channels if (ch, sym) in self.subscriptions]
+                keys += found
+                if not named and not found:
+                    failed.append(self._not_subscribed("*", sym))
+                elif named:
+                    for ch in channels:
+                        if (ch, sym) not in self.subscriptions and self._lookup(ch, sym, failed) is not None:
+                            failed.append(self._not_subscribed(ch, sym))
         for key in keys:
             del self.subscriptions[key]
             self.hub.detach(key, self)
@@ -394,6 +450,10 @@ class Session:
             self._throttles.pop(key, None)
             self._held.pop(key, None)
         self._ack("unsubscribe", msg.id, [{"ch": ch, "sym": sym} for ch, sym in keys], failed)
+
+    @staticmethod
+    def _not_subscribed(ch: str, sym: str) -> dict[str, Any]:
+        return {"ch": ch, "sym": sym, "code": ErrorCode.NOT_SUBSCRIBED.value, "message": "not subscribed"}
 
     def _ack(
         self,

@@ -35,7 +35,8 @@ async def _error_for(ws: Any, frame: str | bytes) -> dict[str, Any]:
         ('{"id": 3}', "missing 'op'"),
         ('{"op": "ping", "colour": "red"}', "colour: unknown field"),
         ('{"op": "ping", "client_ts": ' + "[" * 100 + "]" * 100 + "}", "nested deeper"),
-        ('{"op": "ping", "client_ts": ' + "9" * 5000 + "}", "not valid JSON"),
+        ('{"op": "ping", "client_ts": ' + "9" * 5000 + "}", "longer than 100 digits"),
+        ('{"op": "ping", "client_ts": 0.' + "1" * 5000 + "}", "longer than 100 digits"),
         ('{"op": "ping", "client_ts": NaN}', "not valid JSON"),
         ('{"op": "ping", "client_ts": Infinity}', "not valid JSON"),
         (

@@ -6,20 +6,32 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
+from typing import Any
 
 from service.bus import Handler, ReplayRefused
 from service.events import BusMessage, Event, StreamKey, StreamReset
 
 log = logging.getLogger(__name__)
 
+_NOTHING: dict[str, Any] = {}  # replayed events are only ever sent: their wire is all they need
+
+
+# What the ring keeps of an event: a plain tuple of atomic values. CPython's garbage
+# collector stops tracking such tuples, so a window of millions of events costs full
+# collections nothing. Event objects (a tuple subclass, holding dicts) stay tracked, and
+# a ring of them made full collections take long enough to show in latency.
+_Kept = tuple[int, int, str]  # seq, ts, wire
+
 
 class _Ring:
-    __slots__ = ("epoch", "events", "last_seq")
+    __slots__ = ("ch", "epoch", "events", "last_seq", "sym")
 
-    def __init__(self, epoch: str, window: int) -> None:
+    def __init__(self, ch: str, sym: str, epoch: str, window: int) -> None:
+        self.ch = ch
+        self.sym = sym
         self.epoch = epoch
         self.last_seq = 0
-        self.events: deque[Event] = deque(maxlen=window)
+        self.events: deque[_Kept] = deque(maxlen=window)
 
 
 class MemoryBus:
@@ -30,10 +42,10 @@ class MemoryBus:
 
     def publish(self, message: BusMessage) -> None:
         if isinstance(message, StreamReset):
-            self._rings[message.key] = _Ring(message.epoch, self._window)
+            self._rings[message.key] = _Ring(message.ch, message.sym, message.epoch, self._window)
         else:
             ring = self._rings[message.key]
-            ring.events.append(message)
+            ring.events.append((message.seq, message.ts, message.wire))
             ring.last_seq = message.seq
         for handler in self._handlers:
             try:
@@ -56,10 +68,14 @@ class MemoryBus:
             raise ReplayRefused("SEQ_AHEAD")
         if after_seq == ring.last_seq:
             return []
-        first = ring.events[0].seq if ring.events else ring.last_seq + 1
+        first = ring.events[0][0] if ring.events else ring.last_seq + 1
         if after_seq + 1 < first:
             raise ReplayRefused("TOO_OLD")
-        return list(islice(ring.events, after_seq + 1 - first, None))
+        ch, sym, epoch = ring.ch, ring.sym, ring.epoch
+        return [
+            Event(ch, sym, epoch, seq, ts, _NOTHING, _NOTHING, wire)
+            for seq, ts, wire in islice(ring.events, after_seq + 1 - first, None)
+        ]
 
     async def start(self) -> None:
         return None

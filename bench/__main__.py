@@ -1,0 +1,413 @@
+"""Benchmark stockpush against the naive baseline, in the same run: `python -m bench`.
+
+Every scenario runs the baseline and stockpush one after the other on loopback, with the
+server pinned to one core and the load generator to the other, and reports ratios. Runs
+are bounded in time and stop by themselves. Results go to bench/results/ as JSON and
+markdown; see docs/performance.md for what the scenarios mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpu, *argv]
+    return argv
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    config: Path | None = None
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.config is not None:
+            self.config.unlink(missing_ok=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("server did not start listening")
+
+
+@contextlib.contextmanager
+def server(kind: str, rate: float, symbols: int) -> Iterator[Server]:
+    port = free_port()
+    config: Path | None = None
+    if kind == "naive":
+        argv = [sys.executable, "-m", "bench.baselines.naive", "--port", str(port), "--rate", str(rate),
+                "--symbols", str(symbols)]  # fmt: skip
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            handle.write(
+                "server: {log_level: warning, graceful_shutdown_s: 2}\n"
+                "stream: {replay_window: 10000}\n"
+                f"feeds:\n  - {{name: load, kind: synthetic, symbols: {symbols}, rate: {rate}}}\n"
+            )
+            config = Path(handle.name)
+        argv = [sys.executable, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
+    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    handle_ = Server(kind, proc, f"ws://127.0.0.1:{port}/v1/stream", config)
+    try:
+        wait_listening(port, proc)
+        yield handle_
+    finally:
+        handle_.stop()
+
+
+def loadgen(mode: str, url: str, **options: Any) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "bench.loadgen", mode, "--url", url]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return subprocess.Popen(pinned(CLIENT_CPU, argv), cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+
+
+def run_stream(srv: Server, protocol: str, **options: Any) -> dict[str, Any]:
+    proc = loadgen("stream", srv.url, protocol=protocol, **options)
+    cpu_before = srv.cpu_seconds()
+    started = time.monotonic()
+    rss_peak = srv.rss()
+    while proc.poll() is None:
+        rss_peak = max(rss_peak, srv.rss())
+        time.sleep(0.1)
+    out, _ = proc.communicate()
+    elapsed = time.monotonic() - started
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["server_cpu"] = (srv.cpu_seconds() - cpu_before) / elapsed
+    result["server_rss_peak"] = rss_peak
+    return result
+
+
+def held(result: dict[str, Any], expected_per_s: float, p99_limit_ms: float) -> bool:
+    p99 = result["latency_ms"]["p99"]
+    return (
+        result["connect_errors"] == 0
+        and p99 is not None
+        and p99 <= p99_limit_ms
+        and result["events_per_s"] >= 0.95 * expected_per_s
+    )
+
+
+def step_rates(
+    kind: str, clients: int, per_client: int, symbols: int, rates: Sequence[float], opts: Options
+) -> dict[str, Any]:
+    """Raise the feed rate until p99 or delivery breaks; return every step and the best one."""
+    fanout = clients * per_client / symbols
+    protocol = "naive" if kind == "naive" else "stockpush"
+    steps = []
+    best = None
+    for rate in rates:
+        with server(kind, rate, symbols) as srv:
+            result = run_stream(
+                srv, protocol, clients=clients, per_client=per_client, symbols=symbols,
+                duration=opts.duration, warmup=opts.warmup,
+            )  # fmt: skip
+        expected = rate * fanout
+        ok = held(result, expected, 100)
+        steps.append({"rate": rate, "expected_per_s": expected, "held": ok, **result})
+        print(f"  {kind:9} {clients:5} clients  feed {rate:>9,.0f}/s  delivered {result['events_per_s']:>11,.0f}/s"
+              f"  p99 {result['latency_ms']['p99'] or 0:7.1f} ms  gaps {result['gaps']}  server cpu"
+              f" {result['server_cpu']:.0%}  loadgen cpu {result['loadgen_cpu']:.0%}  {'held' if ok else 'BROKE'}",
+              flush=True)  # fmt: skip
+        if ok:
+            best = steps[-1]
+        else:
+            break
+    return {"steps": steps, "best": best}
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    quick: bool
+
+
+def scenario_throughput(clients: int, opts: Options, naive_rates: Sequence[float], rates: Sequence[float]) -> dict[str, Any]:
+    out = {}
+    for kind, kind_rates in (("naive", naive_rates), ("stockpush", rates)):
+        out[kind] = step_rates(kind, clients, 10, 100, kind_rates, opts)
+    return out
+
+
+def best_delivered(result: dict[str, Any]) -> float:
+    best = result["best"]
+    return float(best["events_per_s"]) if best else 0.0
+
+
+def scenario_latency(rate: float, opts: Options) -> dict[str, Any]:
+    out = {}
+    for kind in ("naive", "stockpush"):
+        with server(kind, rate, 100) as srv:
+            protocol = "naive" if kind == "naive" else "stockpush"
+            out[kind] = run_stream(srv, protocol, clients=opts_clients(opts, 1000), per_client=10, symbols=100,
+                                   duration=opts.duration * 2, warmup=opts.warmup, check_fraction=0.2)  # fmt: skip
+        lat = out[kind]["latency_ms"]
+        print(f"  {kind:9} latency at feed {rate:,.0f}/s: p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} ms",
+              flush=True)  # fmt: skip
+    return out
+
+
+def opts_clients(opts: Options, n: int) -> int:
+    return max(2, n // 100) if opts.quick else n
+
+
+def scenario_memory(opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in ("naive", "stockpush"):
+        out[kind] = {}
+        for n in [20] if opts.quick else [1000, 5000]:
+            with server(kind, 1, 100) as srv:
+                time.sleep(0.1 if opts.quick else 0.5)
+                before = srv.rss()
+                proc = loadgen("hold", srv.url, clients=n)
+                assert proc.stdout is not None
+                ready = json.loads(proc.stdout.readline().decode())
+                time.sleep(0.2 if opts.quick else 1.0)
+                after = srv.rss()
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=30)
+            per = (after - before) / max(1, ready["clients"])
+            out[kind][str(n)] = {"clients": ready["clients"], "rss_before": before, "rss_after": after,
+                                 "bytes_per_connection": per}  # fmt: skip
+            print(f"  {kind:9} {n:5} idle connections: {per / 1024:6.1f} KiB each", flush=True)
+    return out
+
+
+def scenario_slow_consumer(rate: float, opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for slow in (0, 1):
+        with server("stockpush", rate, 100) as srv:
+            out[f"slow_{slow}"] = run_stream(srv, "stockpush", clients=opts_clients(opts, 100), per_client=10,
+                                              symbols=100, slow=slow, duration=opts.duration * 2,
+                                              warmup=opts.warmup, check_fraction=0.3)  # fmt: skip
+    base, slow_ = out["slow_0"]["latency_ms"]["p99"], out["slow_1"]["latency_ms"]["p99"]
+    out["p99_ratio"] = slow_ / base if base and slow_ else None
+    out["rss_growth"] = out["slow_1"]["server_rss_peak"] / out["slow_0"]["server_rss_peak"]
+    print(f"  healthy p99 without / with a stalled client: {base} / {slow_} ms; peak RSS ratio {out['rss_growth']:.2f}",
+          flush=True)  # fmt: skip
+    return out
+
+
+def scenario_frame_cost(opts: Options) -> dict[str, Any]:
+    """1,000 clients and 50k delivered events/s: about one event per frame, so per-frame cost shows."""
+    clients = opts_clients(opts, 1000)
+    rate = 50_000 / (clients * 10 / 100)
+    out: dict[str, Any] = {}
+    for kind in ("naive", "stockpush"):
+        with server(kind, rate, 100) as srv:
+            out[kind] = run_stream(srv, "naive" if kind == "naive" else "stockpush", clients=clients, per_client=10,
+                                   symbols=100, duration=opts.duration * 2, warmup=opts.warmup)  # fmt: skip
+        print(f"  {kind:9} server cpu at 50k events/s to {clients} clients: {out[kind]['server_cpu']:.0%}"
+              f" ({out[kind]['events_per_frame']:.2f} events/frame)", flush=True)  # fmt: skip
+    out["cpu_ratio"] = out["stockpush"]["server_cpu"] / max(out["naive"]["server_cpu"], 1e-9)
+    return out
+
+
+def scenario_churn(opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in ("naive", "stockpush"):
+        steps = []
+        for concurrency in [4] if opts.quick else [4, 16, 64]:
+            with server(kind, 100, 100) as srv:
+                proc = loadgen("churn", srv.url, protocol="naive" if kind == "naive" else "stockpush",
+                               concurrency=concurrency, duration=opts.duration)  # fmt: skip
+                raw, _ = proc.communicate(timeout=opts.duration + 60)
+            result = json.loads(raw.decode().strip().splitlines()[-1])
+            steps.append({"concurrency": concurrency, **result})
+            print(f"  {kind:9} churn with {concurrency:3} in flight: {result['connects_per_s']:8,.0f} connects/s,"
+                  f" {result['errors']} errors", flush=True)  # fmt: skip
+            if result["errors"]:
+                break
+        ok = [s for s in steps if not s["errors"]]
+        out[kind] = {"steps": steps, "best_connects_per_s": max((s["connects_per_s"] for s in ok), default=0)}
+    return out
+
+
+def machine() -> dict[str, Any]:
+    def version(pkg: str) -> str:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as v
+
+        try:
+            return v(pkg)
+        except PackageNotFoundError:
+            return "-"
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "?",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "?",
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "versions": {p: version(p) for p in ("starlette", "uvicorn", "websockets", "orjson", "picows", "uvloop")},
+        "commit": commit.strip(),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# stockpush benchmark, {report['started']}",
+        "",
+        f"Commit `{m['commit']}`, Python {m['python']}, {m['cpu_model']} ({m['cpus']} CPUs), {m['memory_gib']} GiB;"
+        f" versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}. Server pinned to CPU {SERVER_CPU},"
+        f" load generator to CPU {CLIENT_CPU}; ratios are stockpush / naive baseline from this same run.",
+        "",
+        "| scenario | naive baseline | stockpush | ratio |",
+        "|---|---|---|---|",
+    ]
+    s = report["scenarios"]
+    for key, label in (("1", "1. 100 clients: delivered events/s at p99 <= 100 ms"),
+                       ("2", "2. 1,000 clients: delivered events/s at p99 <= 100 ms")):  # fmt: skip
+        if key in s:
+            n, sp = best_delivered(s[key]["naive"]), best_delivered(s[key]["stockpush"])
+            lines.append(f"| {label} | {n:,.0f} | {sp:,.0f} | {sp / n if n else float('nan'):.1f}x |")
+    if "3" in s:
+        for q in ("p50", "p99", "p999"):
+            n, sp = s["3"]["naive"]["latency_ms"][q], s["3"]["stockpush"]["latency_ms"][q]
+            lines.append(f"| 3. latency {q} (ms) at {s['3']['rate']:,.0f} feed events/s, 1,000 clients |"
+                         f" {n:.1f} | {sp:.1f} | {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+    if "4" in s:
+        for n_conn in s["4"]["stockpush"]:
+            n = s["4"]["naive"][n_conn]["bytes_per_connection"]
+            sp = s["4"]["stockpush"][n_conn]["bytes_per_connection"]
+            lines.append(f"| 4. RSS per idle connection at {int(n_conn):,} | {n / 1024:.1f} KiB | {sp / 1024:.1f} KiB |"
+                         f" {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+    if "5" in s:
+        r = s["5"]
+        with_, without = r["slow_1"]["latency_ms"]["p99"], r["slow_0"]["latency_ms"]["p99"]
+        ratio = r["p99_ratio"] or float("nan")
+        lines.append(
+            f"| 5. healthy p99 with one stalled client / without | - | {with_:.1f} / {without:.1f} ms | {ratio:.2f}x |"
+        )
+    if "frame" in s:
+        r = s["frame"]
+        lines.append(f"| per-frame cost: server CPU at 50k events/s to 1,000 clients | {r['naive']['server_cpu']:.0%} |"
+                     f" {r['stockpush']['server_cpu']:.0%} | {r['cpu_ratio']:.2f}x |")  # fmt: skip
+    if "6" in s:
+        n, sp = s["6"]["naive"]["best_connects_per_s"], s["6"]["stockpush"]["best_connects_per_s"]
+        lines.append(f"| 6. connects + subscribes per second without errors | {n:,.0f} | {sp:,.0f} |"
+                     f" {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+    gaps = sum(
+        step.get("gaps", 0) for sc in ("1", "2") if sc in s for k in ("stockpush",) for step in s[sc][k]["steps"]
+    )
+    lines += ["", f"Sequence gaps seen by the checking clients in stockpush runs: {gaps} (must be 0).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny configuration: a few clients, a second each")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,frame,6")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    opts = Options(duration=0.5 if args.quick else 3.0, warmup=0.3 if args.quick else 1.0, quick=args.quick)
+    wanted = set(args.scenarios.split(","))
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    report: dict[str, Any] = {"started": started, "machine": machine(), "quick": args.quick, "scenarios": {}}
+    s = report["scenarios"]
+    rates_100 = [2_000] if args.quick else [5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 150_000]
+    naive_100 = [2_000] if args.quick else [2_000, 5_000, 10_000, 20_000, 40_000]
+    rates_1000 = [200] if args.quick else [1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000]
+    naive_1000 = [200] if args.quick else [200, 500, 1_000, 2_000, 4_000]
+    if "1" in wanted:
+        print("Scenario 1: 100 clients x 10 of 100 symbols", flush=True)
+        s["1"] = scenario_throughput(opts_clients(opts, 100), opts, naive_100, rates_100)
+    if "2" in wanted:
+        print("Scenario 2: 1,000 clients x 10 of 100 symbols", flush=True)
+        s["2"] = scenario_throughput(opts_clients(opts, 1000), opts, naive_1000, rates_1000)
+    if "3" in wanted:
+        best = (s.get("2", {}).get("stockpush", {}).get("best") or {}).get("rate", rates_1000[0] * 2)
+        print(f"Scenario 3: latency at half of scenario 2's best feed rate ({best / 2:,.0f}/s)", flush=True)
+        s["3"] = {"rate": best / 2, **scenario_latency(best / 2, opts)}
+    if "4" in wanted:
+        print("Scenario 4: memory per idle connection", flush=True)
+        s["4"] = scenario_memory(opts)
+    if "5" in wanted:
+        best = (s.get("1", {}).get("stockpush", {}).get("best") or {}).get("rate", rates_100[0] * 2)
+        print(f"Scenario 5: one stalled client among 100 at feed {best / 2:,.0f}/s", flush=True)
+        s["5"] = scenario_slow_consumer(best / 2, opts)
+    if "frame" in wanted:
+        print("Per-frame cost: 1,000 clients at 50k delivered events/s", flush=True)
+        s["frame"] = scenario_frame_cost(opts)
+    if "6" in wanted:
+        print("Scenario 6: connection churn", flush=True)
+        s["6"] = scenario_churn(opts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{started}{'-quick' if args.quick else ''}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (args.out / f"{stem}.md").write_text(table)
+    print()
+    print(table)
+    print(f"Results: {args.out / (stem + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

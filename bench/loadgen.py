@@ -1,0 +1,316 @@
+"""Load generator: many WebSocket clients in one process (picows), reporting JSON on stdout.
+
+Modes:
+  stream  N clients each subscribe to K of the symbols and count what arrives for a while;
+          a sample of them parses every frame to measure latency and check seq gaps.
+  hold    N clients connect and stay idle until stdin closes (memory per connection).
+  churn   connect + subscribe + first answer + close, as fast as possible, with C in flight.
+
+Run pinned to its own core (the orchestrator does `taskset -c 1`); it reports its own CPU
+use so a saturated load generator is visible in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import random
+import re
+import socket
+import sys
+import time
+from typing import Any
+
+import orjson
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+SEQ = b'"seq":'
+SYM_SEQ = re.compile(rb'(?:"prev_seq":(\d+),)?"ch":"([^"]+)","sym":"([^"]+)","seq":(\d+),"ts":(\d+)')
+
+
+class Client(WSListener):
+    """Counts events; when `checked`, parses every one for latency and gaps."""
+
+    def __init__(self, subscribe: bytes, checked: bool, stats: Stats) -> None:
+        self.subscribe = subscribe
+        self.checked = checked
+        self.stats = stats
+        self.last: dict[bytes, int] = {}
+        self.transport: WSTransport | None = None
+        self.closed_code: int | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        transport.send(WSMsgType.TEXT, self.subscribe)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            self.closed_code = frame.get_close_code().value
+            return
+        if frame.msg_type is not WSMsgType.TEXT:
+            return
+        payload = frame.get_payload_as_bytes()
+        stats = self.stats
+        if not stats.measuring:
+            if self.checked:
+                self._track(payload, record=False)
+            return
+        stats.frames += 1
+        if self.checked:
+            self._track(payload, record=True)
+        else:
+            stats.events += payload.count(SEQ)
+
+    def _track(self, payload: bytes, record: bool) -> None:
+        now_ms = time.time() * 1000
+        stats = self.stats
+        for prev, ch, sym, seq_b, ts_b in SYM_SEQ.findall(payload):
+            key = ch + b"/" + sym
+            seq = int(seq_b)
+            last = self.last.get(key)
+            if last is not None and seq != last + 1 and not (prev and int(prev) == last):
+                stats.gaps += 1
+            self.last[key] = seq
+            if record:
+                stats.events += 1
+                stats.latencies.append(now_ms - int(ts_b))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.stats.disconnects += 1
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.frames = 0
+        self.events = 0
+        self.gaps = 0
+        self.disconnects = 0
+        self.latencies: list[float] = []
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def subscribe_message(protocol: str, symbols: list[str]) -> bytes:
+    if protocol == "stockpush":
+        return orjson.dumps({"op": "subscribe", "channels": ["trades"], "symbols": symbols, "snapshot": False})
+    return orjson.dumps({"op": "subscribe", "symbols": symbols})
+
+
+def pick_symbols(rng: random.Random, universe: list[str], k: int) -> list[str]:
+    return rng.sample(universe, k)
+
+
+async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(7)
+    universe = [f"S{i:04d}" for i in range(args.symbols)]
+    stats = Stats()
+    n_checked = max(1, round(args.clients * args.check_fraction))
+    clients: list[Client] = []
+    errors = 0
+    sem = asyncio.Semaphore(200)
+
+    async def open_one(i: int) -> None:
+        nonlocal errors
+        message = subscribe_message(args.protocol, pick_symbols(rng, universe, args.per_client))
+        async with sem:
+            try:
+                _, client = await ws_connect(
+                    lambda: Client(message, i < n_checked, stats), args.url, max_frame_size=64 * 1024 * 1024
+                )
+            except Exception:
+                errors += 1
+                return
+        clients.append(client)  # type: ignore[arg-type]
+
+    await asyncio.gather(*(open_one(i) for i in range(args.clients)))
+    slow = [
+        await open_slow(args.url, subscribe_message(args.protocol, universe[: args.per_client]))
+        for _ in range(args.slow)
+    ]
+    await asyncio.sleep(args.warmup)
+    process_start = os.times()
+    wall_start = time.monotonic()
+    stats.measuring = True
+    await asyncio.sleep(args.duration)
+    stats.measuring = False
+    wall = time.monotonic() - wall_start
+    process_end = os.times()
+    cpu = (process_end.user - process_start.user) + (process_end.system - process_start.system)
+    for client in clients:
+        if client.transport is not None:
+            client.transport.disconnect()
+    for sock in slow:
+        sock.close()
+    return {
+        "clients": len(clients),
+        "connect_errors": errors,
+        "events": stats.events,
+        "events_per_s": stats.events / wall,
+        "frames_per_s": stats.frames / wall,
+        "events_per_frame": stats.events / stats.frames if stats.frames else 0,
+        "gaps": stats.gaps,
+        "disconnects": stats.disconnects,
+        "latency_ms": {
+            "samples": len(stats.latencies),
+            "p50": percentile(stats.latencies, 0.50),
+            "p99": percentile(stats.latencies, 0.99),
+            "p999": percentile(stats.latencies, 0.999),
+            "max": max(stats.latencies) if stats.latencies else None,
+        },
+        "loadgen_cpu": cpu / wall,
+        "seconds": wall,
+    }
+
+
+async def open_slow(url: str, subscribe: bytes) -> socket.socket:
+    """A client that subscribes, then never reads: tiny receive buffer, no reader at all."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (parsed.hostname, parsed.port))
+    key = "c3RvY2twdXNoLWJlbmNoLTE2Yg=="  # any 16 bytes, base64
+    request = (
+        f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    await loop.sock_sendall(sock, request)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await loop.sock_recv(sock, 1)  # byte by byte: leave frames unread
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(subscribe))
+    header = (
+        bytes([0x81, 0x80 | len(subscribe)])
+        if len(subscribe) < 126
+        else bytes([0x81, 0xFE]) + len(subscribe).to_bytes(2, "big")
+    )
+    await loop.sock_sendall(sock, header + mask + masked)
+    return sock
+
+
+class Idle(WSListener):
+    pass
+
+
+async def run_hold(args: argparse.Namespace) -> dict[str, Any]:
+    transports: list[WSTransport] = []
+    errors = 0
+    sem = asyncio.Semaphore(200)
+
+    async def open_one() -> None:
+        nonlocal errors
+        async with sem:
+            try:
+                transport, _ = await ws_connect(Idle, args.url)
+            except Exception:
+                errors += 1
+                return
+        transports.append(transport)
+
+    await asyncio.gather(*(open_one() for _ in range(args.clients)))
+    print(orjson.dumps({"ready": True, "clients": len(transports), "connect_errors": errors}).decode(), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for transport in transports:
+        transport.disconnect()
+    return {"clients": len(transports), "connect_errors": errors}
+
+
+class OneAnswer(WSListener):
+    """Subscribes and waits for the ack; a server whose protocol has no ack is done at once."""
+
+    def __init__(self, subscribe: bytes, done: asyncio.Future[bool], wait_ack: bool) -> None:
+        self.subscribe = subscribe
+        self.done = done
+        self.wait_ack = wait_ack
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        transport.send(WSMsgType.TEXT, self.subscribe)
+        if not self.wait_ack and not self.done.done():
+            self.done.set_result(True)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if (
+            frame.msg_type is WSMsgType.TEXT
+            and b'"type":"ack"' in frame.get_payload_as_bytes()
+            and not self.done.done()
+        ):
+            self.done.set_result(True)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+
+
+async def run_churn(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.duration
+    ok = 0
+    errors = 0
+    message = subscribe_message(args.protocol, ["S0000"])
+    wait_ack = args.protocol == "stockpush"
+
+    async def worker() -> None:
+        nonlocal ok, errors
+        while loop.time() < deadline:
+            done: asyncio.Future[bool] = loop.create_future()
+            try:
+                transport, _ = await ws_connect(
+                    functools.partial(OneAnswer, message, done, wait_ack), args.url, websocket_handshake_timeout=5
+                )
+                answered = await asyncio.wait_for(done, 5)
+                transport.send_close()
+                transport.disconnect()
+            except Exception:
+                errors += 1
+                continue
+            if answered:
+                ok += 1
+            else:
+                errors += 1
+
+    started = os.times()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    ended = os.times()
+    cpu = (ended.user - started.user) + (ended.system - started.system)
+    return {"connects_per_s": ok / args.duration, "ok": ok, "errors": errors, "loadgen_cpu": cpu / args.duration}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["stream", "hold", "churn"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--protocol", choices=["stockpush", "naive"], default="stockpush")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--per-client", type=int, default=10)
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--slow", type=int, default=0, help="extra clients that never read")
+    parser.add_argument("--check-fraction", type=float, default=0.1)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - optional speed-up for the load generator only
+        pass
+    runner = {"stream": run_stream, "hold": run_hold, "churn": run_churn}[args.mode]
+    result = asyncio.run(runner(args))
+    print(orjson.dumps(result).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""A synthetic load feed: trades at an exact total rate, round-robin over N symbols.
+
+For benchmarks and load tests, not for looking at: prices wander by one tick at a time.
+Events go out in bursts every `burst_ms`, stamped with the wall-clock time of the burst, so
+a client can measure end-to-end latency from `ts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from feeds.base import Emit, Status, SymbolSpec, Trade
+
+
+class SyntheticConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["synthetic"]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    symbols: Annotated[int, Field(ge=1, le=100_000, description="how many symbols: S0000, S0001, ...")] = 100
+    prefix: Annotated[str, Field(pattern=r"^[A-Z]{1,4}$")] = "S"
+    rate: Annotated[float, Field(gt=0, le=10_000_000, description="trades per second, all symbols together")]
+    burst_ms: Annotated[int, Field(ge=1, le=1000)] = 5
+    seed: int = 1
+
+    def symbol_names(self) -> list[str]:
+        width = max(4, len(str(self.symbols - 1)))
+        return [f"{self.prefix}{i:0{width}d}" for i in range(self.symbols)]
+
+    def build(self) -> SyntheticFeed:
+        return SyntheticFeed(self)
+
+
+class SyntheticFeed:
+    def __init__(
+        self,
+        config: SyntheticConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = config.name
+        self._config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._names = config.symbol_names()
+
+    def symbols(self) -> list[SymbolSpec]:
+        return [SymbolSpec(name, Decimal("0.01"), 10_000) for name in self._names]
+
+    async def run(self, emit: Emit) -> None:
+        cfg = self._config
+        rng = random.Random(cfg.seed)
+        prices = [10_000] * len(self._names)
+        names = self._names
+        now_ms = int(self._clock() * 1000)
+        for name in names:
+            emit(Status(name, now_ms, "open"))
+        loop = asyncio.get_running_loop()
+        interval = cfg.burst_ms / 1000
+        due = 0.0  # fractional events carried between bursts, so the rate is exact
+        index = 0
+        next_at = last = loop.time()
+        while True:
+            now = loop.time()
+            # Owed events follow elapsed time, not the number of bursts: sleeps overshoot.
+            due += cfg.rate * (now - last)
+            last = now
+            count = int(due)
+            due -= count
+            now_ms = int(self._clock() * 1000)
+            for _ in range(count):
+                prices[index] = max(100, prices[index] + rng.choice((-1, 1)))
+                emit(Trade(names[index], now_ms, prices[index], 100))
+                index = (index + 1) % len(names)
+            # A server that cannot keep up gets bigger bursts, and the benchmark sees the
+            # latency grow.
+            next_at = max(next_at + interval, loop.time())
+            await self._sleep(next_at - loop.time())
