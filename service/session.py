@@ -187,6 +187,7 @@ class Session:
                     "max_batch_bytes": s.max_batch_bytes,
                     "send_buffer_bytes": s.send_buffer_bytes,
                     "replay_window": s.replay_window,
+                    "max_replay_bytes": s.max_replay_bytes,
                     "inbound_rate": {"per_s": s.inbound_rate.per_s, "burst": s.inbound_rate.burst},
                 },
                 channels=CHANNEL_KINDS,
