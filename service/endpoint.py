@@ -35,29 +35,18 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     client = websocket.client
     peer = f"{client.host}:{client.port}" if client else "?"
     wake = asyncio.Event()
-    fatal = asyncio.Event()
-    session = Session(runtime.hub, settings, wake=wake.set, on_fatal=fatal.set, clock=time.time, peer=peer)
+    # A fatal condition wakes the writer, which ends; that ends the connection.
+    session = Session(runtime.hub, settings, wake=wake.set, on_fatal=wake.set, clock=time.time, peer=peer)
     await websocket.accept()
     runtime.connections.add(session)
     session.hello()
-
-    async def reader() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is not None:
-                session.on_text(text)
-            else:
-                session.on_binary()
 
     async def writer() -> None:
         outbox = session.outbox
         send = websocket.send
         heartbeat_s = settings.heartbeat_ms / 1000
         last_sent = time.monotonic()
-        while True:
+        while session.fatal is None:
             throttle_due = session.flush_throttled()
             frame = outbox.take_frame()
             if frame is None:
@@ -75,27 +64,51 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             await send({"type": "websocket.send", "text": frame})
             last_sent = time.monotonic()
 
-    read_task = asyncio.create_task(reader(), name=f"sp:read:{peer}")
+    # The reader runs in this task, the writer in its own: two tasks per connection. When
+    # the writer ends (fatal condition, peer gone, bug) it cancels this task's receive().
+    this_task = asyncio.current_task()
+    assert this_task is not None
+    reading = True
+    writer_ended = False
+
+    def on_writer_done(task: asyncio.Task[None]) -> None:
+        nonlocal writer_ended
+        if reading:
+            writer_ended = True
+            this_task.cancel()
+
     write_task = asyncio.create_task(writer(), name=f"sp:write:{peer}")
-    fatal_task = asyncio.create_task(fatal.wait(), name=f"sp:fatal:{peer}")
-    tasks = (read_task, write_task, fatal_task)
+    write_task.add_done_callback(on_writer_done)
     peer_gone = False
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if read_task in done:
-            # The client closed, or uvicorn is shutting down and already sent 1012.
-            peer_gone = read_task.exception() is None
-        if write_task in done:
-            peer_gone = peer_gone or isinstance(write_task.exception(), GONE)
-        for io_task in (read_task, write_task):
-            exc = io_task.exception() if io_task in done else None
-            if exc is not None and not (io_task is write_task and isinstance(exc, GONE)):
-                log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
-                session.fail("internal error")
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                # The client closed, or uvicorn is shutting down and already sent 1012.
+                peer_gone = True
+                break
+            text = message.get("text")
+            if text is not None:
+                session.on_text(text)
+            else:
+                session.on_binary()
+    except asyncio.CancelledError:
+        if not writer_ended:
+            raise  # cancelled from outside (server shutdown): not ours to swallow
+        this_task.uncancel()
+    except Exception:
+        log.exception("Serving client %s failed; closing it with 1011", peer)
+        session.fail("internal error")
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        reading = False
+        write_task.cancel()
+        await asyncio.gather(write_task, return_exceptions=True)
+        exc = None if write_task.cancelled() else write_task.exception()
+        if isinstance(exc, GONE):
+            peer_gone = True
+        elif exc is not None:
+            log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
+            session.fail("internal error")
         session.detach()
         runtime.connections.discard(session)
 

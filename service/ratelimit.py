@@ -32,9 +32,11 @@ class FloodDetector:
         self.limit = limit
         self.window_s = window_s
         self._clock = clock
-        self._hits: deque[float] = deque(maxlen=limit)
+        self._hits: deque[float] | None = None  # made on the first refusal: most clients have none
 
     def hit(self) -> bool:
         now = self._clock()
+        if self._hits is None:
+            self._hits = deque(maxlen=self.limit)
         self._hits.append(now)
         return len(self._hits) == self.limit and now - self._hits[0] <= self.window_s
