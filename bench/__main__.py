@@ -176,7 +176,9 @@ class Options:
     quick: bool
 
 
-def scenario_throughput(clients: int, opts: Options, naive_rates: Sequence[float], rates: Sequence[float]) -> dict[str, Any]:
+def scenario_throughput(
+    clients: int, opts: Options, naive_rates: Sequence[float], rates: Sequence[float]
+) -> dict[str, Any]:
     out = {}
     for kind, kind_rates in (("naive", naive_rates), ("stockpush", rates)):
         out[kind] = step_rates(kind, clients, 10, 100, kind_rates, opts)

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from feeds.market_config import MarketConfig
 from feeds.random_walk import RandomWalkConfig
+from feeds.replay import ReplayConfig
 from feeds.synthetic import SyntheticConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -70,7 +72,9 @@ class BusSettings(_Strict):
     kind: Literal["memory"] = "memory"
 
 
-FeedSettings = Annotated[RandomWalkConfig | SyntheticConfig, Field(discriminator="kind")]
+FeedSettings = Annotated[
+    MarketConfig | ReplayConfig | RandomWalkConfig | SyntheticConfig, Field(discriminator="kind")
+]
 
 
 class Settings(_Strict):
@@ -116,10 +120,11 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_settings(text, str(path))
+    return parse_settings(text, str(path), base_dir=path.parent)
 
 
-def parse_settings(text: str, filename: str = "<config>") -> Settings:
+def parse_settings(text: str, filename: str = "<config>", base_dir: Path | None = None) -> Settings:
+    """Validate YAML text; relative file paths in it (replay files) resolve against base_dir."""
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -134,7 +139,7 @@ def parse_settings(text: str, filename: str = "<config>") -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}: expected a mapping of sections at the top level, got {type(data).__name__}")
     try:
-        settings = Settings.model_validate(data)
+        settings = Settings.model_validate(data, context={"base_dir": base_dir} if base_dir else None)
     except ValidationError as exc:
         lines = [_describe(err, root) for err in exc.errors(include_url=False)]
     else:
@@ -146,7 +151,7 @@ def parse_settings(text: str, filename: str = "<config>") -> Settings:
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
-    loc = [part for part in err["loc"] if not _is_union_tag(part)]
+    loc = _without_union_tag(list(err["loc"]))
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(list(err["loc"][:-1]))
@@ -178,8 +183,14 @@ _FEED_KINDS = frozenset(_FEED_BY_KIND)
 
 
 def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the discriminator value (e.g. 'random_walk') into the location.
     return isinstance(part, str) and part in _FEED_KINDS
+
+
+def _without_union_tag(loc: list[Any]) -> list[Any]:
+    """pydantic puts the feed kind (e.g. 'market') into the location, right after the index."""
+    if len(loc) > 2 and loc[0] == "feeds" and isinstance(loc[1], int) and _is_union_tag(loc[2]):
+        return loc[:2] + loc[3:]
+    return loc
 
 
 def _format_loc(loc: list[Any]) -> str:
@@ -212,15 +223,15 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
 def _allowed_keys(loc: list[Any]) -> list[str]:
     """Field names of the model found at pydantic's `loc`, for 'did you mean' hints."""
     tp: Any = Settings
-    for part in loc:
+    for i, part in enumerate(loc):
         tp = _unwrap(tp)
-        if isinstance(part, int):
+        if i == 2 and loc[0] == "feeds" and _is_union_tag(part):
+            tp = _FEED_BY_KIND[part]
+        elif isinstance(part, int) or typing.get_origin(tp) is dict:
             args = typing.get_args(tp)
-            tp = args[0] if args else None
+            tp = args[-1] if args else None  # list[X] -> X, dict[K, V] -> V
         elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
             tp = tp.model_fields[part].annotation
-        elif _is_union_tag(part):
-            tp = _FEED_BY_KIND[part]
         else:
             return []
     tp = _unwrap(tp)

@@ -30,6 +30,8 @@ from service.events import (
 
 log = logging.getLogger(__name__)
 
+REGULAR = frozenset({"open", None})
+
 
 def new_epoch() -> str:
     """An opaque epoch: start time plus randomness, so two processes never share one."""
@@ -145,14 +147,17 @@ class Sequencer:
             return
         price = round(tick.price_ticks * symbol.scale, symbol.decimals)
         stats = symbol.stats
-        if stats["open"] is None:
-            stats["open"] = stats["high"] = stats["low"] = price
-        elif price > stats["high"]:
-            stats["high"] = price
-        elif price < stats["low"]:
-            stats["low"] = price
         stats["last"] = price
-        stats["volume"] += size
+        # Day statistics count the regular session, as exchanges and quote pages do; a feed
+        # without sessions (no status) counts every trade.
+        if stats["status"] in REGULAR:
+            if stats["open"] is None:
+                stats["open"] = stats["high"] = stats["low"] = price
+            elif price > stats["high"]:
+                stats["high"] = price
+            elif price < stats["low"]:
+                stats["low"] = price
+            stats["volume"] += size
         # The hottest line of the service: a trade's JSON, rendered without building a dict.
         # repr() of a float rounded to the tick is its shortest form, as orjson would write it.
         stream = symbol.streams[TRADES]

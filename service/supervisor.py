@@ -33,7 +33,11 @@ class FeedSupervisor:
         self.last_error: str | None = None
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error}
+        status: dict[str, Any] = {"state": self.state, "restarts": self.restarts, "last_error": self.last_error}
+        seed = getattr(self.feed, "seed", None)
+        if seed is not None:
+            status["seed"] = seed  # what reproduces this market
+        return status
 
     async def run(self) -> None:
         backoff = self.initial_backoff_s

@@ -42,11 +42,13 @@ def test_repo_config_loads() -> None:
     """The shipped config.yaml loads into Settings with its feeds and symbols."""
     settings = load_settings(REPO_CONFIG)
     assert isinstance(settings, Settings)
-    symbols = {s.symbol: s for s in settings.feeds[0].symbols}
-    assert list(symbols)[:2] == ["AAPL", "MSFT"]
-    assert "SIRI" in symbols
-    assert symbols["TSLA"].spread_ticks == 2
-    assert symbols["SIRI"].effective_tick() == Decimal("0.0001")
+    kinds = [feed.kind for feed in settings.feeds]
+    assert kinds == ["market", "replay"]
+    names = [name for feed in settings.feeds for name in feed.symbol_names()]
+    assert len(names) == len(set(names)) >= 20
+    assert {"AAPL", "MSFT", "KO", "PEP", "PNNY", "ACME"} <= set(names)
+    pennies = next(feed.build() for feed in settings.feeds if feed.kind == "market").symbols()
+    assert {s.symbol: s.tick_size for s in pennies}["PNNY"] == Decimal("0.0001")
     assert settings.stream.replay_window >= 10_000
 
 
@@ -286,7 +288,7 @@ def test_check_config_repo_file_exits_0(capsys: pytest.CaptureFixture[str]) -> N
     """check-config on the shipped config.yaml returns 0 and reports what it found."""
     assert main(["check-config", str(REPO_CONFIG)]) == 0
     out, err = capsys.readouterr()
-    expected_symbols = len(load_settings(REPO_CONFIG).feeds[0].symbols)
+    expected_symbols = sum(len(feed.symbol_names()) for feed in load_settings(REPO_CONFIG).feeds)
     assert "OK" in out
     assert f"{expected_symbols} symbols" in out
     assert err == ""
