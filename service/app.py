@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from service import __version__
 from service.config import Settings
 from service.endpoint import stream_endpoint
 from service.events import BAR_CHANNELS
-from service.runtime import Runtime
+from service.runtime import ReloadError, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,17 @@ async def bars(request: Request) -> Response:
     )
 
 
+async def admin_reload(request: Request) -> Response:
+    runtime = _runtime(request)
+    if not runtime.settings.server.admin_reload:
+        return _bad_request("DISABLED", "reloading over HTTP is off; set server.admin_reload: true", 403)
+    try:
+        summary = await runtime.reload()
+    except ReloadError as exc:
+        return _bad_request("CONFIG_REFUSED", f"{exc}; the running configuration is unchanged", 422)
+    return ORJSONResponse({"status": "reloaded", **summary})
+
+
 async def healthz(request: Request) -> Response:
     runtime = _runtime(request)
     feeds = {sup.feed.name: sup.status() for sup in runtime.supervisors}
@@ -135,21 +148,40 @@ async def healthz(request: Request) -> Response:
     return ORJSONResponse(body, status_code=200 if healthy else 503)
 
 
-def create_app(settings: Settings) -> Starlette:
-    runtime = Runtime(settings)
+def create_app(settings: Settings, config_path: Path | None = None) -> Starlette:
+    runtime = Runtime(settings, config_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        reloads: set[asyncio.Task[None]] = set()
+
+        async def reload_logged() -> None:
+            try:
+                await runtime.reload()
+            except ReloadError as exc:
+                log.error("Reload refused, the running configuration is unchanged: %s", exc)
+
+        def on_sighup() -> None:
+            task = asyncio.create_task(reload_logged(), name="sp:reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals here
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
         try:
             yield
         finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
             await runtime.stop()
 
     routes = [
         WebSocketRoute("/v1/stream", stream_endpoint),
         Route("/api/v1/symbols", symbols),
         Route("/api/v1/bars", bars),
+        Route("/api/v1/admin/reload", admin_reload, methods=["POST"]),
         Route("/healthz", healthz),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]

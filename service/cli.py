@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -64,7 +65,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(settings)
+    app = create_app(settings, Path(args.config))
     logging.getLogger("service").info(
         "WebSocket implementation %s, inbound frames <= %d bytes, permessage-deflate %s",
         WS_IMPL,
@@ -89,15 +90,16 @@ def _port(value: str) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    from service.watch import run_watch
+    from service.watch import run_live, run_watch
 
     refresh_s = args.refresh_ms / 1000 if args.refresh_ms else (0.25 if sys.stdout.isatty() else 1.0)
     main = run_watch(args.url, args.symbols, out=sys.stdout, err=sys.stderr, refresh_s=refresh_s)
-    return _run_live(main, interrupted=0)  # Ctrl-C is how a watch ends
+    return run_live(main, interrupted=0)  # Ctrl-C is how a watch ends
 
 
 def tail(args: argparse.Namespace) -> int:
     from service.tail import run_tail
+    from service.watch import run_live
 
     channels = [ch.strip() for ch in args.channels.split(",") if ch.strip()]
     main = run_tail(
@@ -110,21 +112,7 @@ def tail(args: argparse.Namespace) -> int:
         out=sys.stdout,
         err=sys.stderr,
     )
-    return _run_live(main, interrupted=130)
-
-
-def _run_live(main: Coroutine[Any, Any, int], *, interrupted: int) -> int:
-    """Run a live command; Ctrl-C returns `interrupted`, a reader that went away (`| head`) 0."""
-    import asyncio
-
-    try:
-        return asyncio.run(main)
-    except KeyboardInterrupt:
-        return interrupted
-    except BrokenPipeError:
-        # Stop quietly, and keep Python from failing again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return run_live(main, interrupted=130)
 
 
 def _positive(value: str) -> int:

@@ -38,6 +38,9 @@ class ServerSettings(_Strict):
     # CRIME/BREACH class of attacks; ticks are small and numerous.
     ws_per_message_deflate: bool = False
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # POST /api/v1/admin/reload re-reads the config file's feeds (SIGHUP always does).
+    # Off by default: anyone who can reach the port could trigger it.
+    admin_reload: bool = False
 
 
 class RateSettings(_Strict):

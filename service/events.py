@@ -74,4 +74,19 @@ class StreamReset:
         return f"StreamReset({self.ch}/{self.sym} {self.epoch} {self.reason})"
 
 
-BusMessage = Event | StreamReset
+class StreamRemoved:
+    """A stream is gone: its symbol was removed from the configuration."""
+
+    __slots__ = ("ch", "key", "reason", "sym")
+
+    def __init__(self, ch: str, sym: str, reason: str) -> None:
+        self.ch = ch
+        self.sym = sym
+        self.key: StreamKey = (ch, sym)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"StreamRemoved({self.ch}/{self.sym} {self.reason})"
+
+
+BusMessage = Event | StreamReset | StreamRemoved

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from service import protocol
 from service.bus import Bus
-from service.events import BAR_CHANNELS, BusMessage, Event, StreamKey, StreamReset
+from service.events import BAR_CHANNELS, BusMessage, Event, StreamKey, StreamRemoved, StreamReset
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class Subscriber(Protocol):
     inbox: list[Event]
 
     def absorb(self) -> None: ...
+
+    def on_removed(self, stream: Stream, reason: str) -> None: ...
 
     def on_reset(self, stream: Stream, reason: str) -> None: ...
 
@@ -119,6 +121,10 @@ class Hub:
                     self._flush_scheduled = True
                     asyncio.get_running_loop().call_soon(self.flush)
             return
+        if isinstance(message, StreamRemoved):
+            if stream is not None:
+                self._remove(stream, message.reason)
+            return
         self.day[message.sym] = message.stats
         if stream is None:
             self.streams[message.key] = Stream(message, self.day)
@@ -131,6 +137,16 @@ class Hub:
         stream.restart(message)
         for subscriber in list(stream.subscribers):
             subscriber.on_reset(stream, message.reason)
+
+    def _remove(self, stream: Stream, reason: str) -> None:
+        del self.streams[stream.key]
+        self.bars.pop(stream.key, None)
+        self._touched.discard(stream)
+        for subscriber in list(stream.subscribers):
+            subscriber.on_removed(stream, reason)
+        if not any(key[1] == stream.sym for key in self.streams):
+            self.symbols.remove(stream.sym)
+            self.day.pop(stream.sym, None)
 
     def bar_history_of(self, ch: str, sym: str, limit: int) -> list[dict[str, Any]]:
         """The last `limit` bars of a symbol, oldest first, the forming one included."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.bus import create_bus
-from service.config import Settings
+from service.config import ConfigError, Settings, load_settings
 from service.hub import Hub
 from service.sequencer import Sequencer
 from service.supervisor import FeedSupervisor
@@ -18,9 +19,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class ReloadError(Exception):
+    """The new configuration was refused; the old one keeps running."""
+
+
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
         self.hub = Hub(self.bus, batched=True)  # subscribes first, so it sees every stream start
         self.sequencer = Sequencer(self.bus.publish)
@@ -30,12 +36,68 @@ class Runtime:
             self.sequencer.register(feed.symbols())
             self.supervisors.append(FeedSupervisor(feed, self.sequencer))
         self.connections: set[Session] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
+        self._reload_lock = asyncio.Lock()
+
+    def _start_feed(self, sup: FeedSupervisor) -> None:
+        self._tasks[sup.feed.name] = asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}")
+
+    async def _stop_feed(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.supervisors = [sup for sup in self.supervisors if sup.feed.name != name]
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Apply the config file's feeds: add, remove and retune them without dropping clients.
+
+        Only `feeds` are reloaded; other sections need a restart. An invalid file, or a feed
+        that cannot be built, is refused and the running configuration stays as it was.
+        """
+        if self.config_path is None:
+            raise ReloadError("this server was not started from a config file")
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            raise ReloadError(str(exc)) from None
+        async with self._reload_lock:
+            old_feeds = {f.name: f for f in self.settings.feeds}
+            new_feeds = {f.name: f for f in new.feeds}
+            removed = [name for name in old_feeds if name not in new_feeds]
+            added = [name for name in new_feeds if name not in old_feeds]
+            changed = [name for name in new_feeds if name in old_feeds and new_feeds[name] != old_feeds[name]]
+            try:
+                built = {name: new_feeds[name].build() for name in added + changed}
+            except Exception as exc:  # e.g. a replay file that cannot be read
+                raise ReloadError(f"{self.config_path}: cannot build feed: {exc}") from None
+            old_symbols = {name: set(cfg.symbol_names()) for name, cfg in old_feeds.items()}
+            for name in removed + changed:
+                await self._stop_feed(name)
+            # Symbols of stopped feeds that no restarted or new feed publishes any more.
+            republished = {sym for name in added + changed for sym in new_feeds[name].symbol_names()}
+            gone = set().union(*(old_symbols[name] for name in removed + changed)) - republished
+            self.sequencer.unregister(sorted(gone), "REMOVED")
+            for name in added + changed:
+                feed = built[name]
+                specs = feed.symbols()
+                known = [spec for spec in specs if spec.symbol in self.sequencer.symbols]
+                self.sequencer.replace(known, "RECONFIGURED")
+                self.sequencer.register(spec for spec in specs if spec.symbol not in self.sequencer.symbols)
+                sup = FeedSupervisor(feed, self.sequencer)
+                self.supervisors.append(sup)
+                self._start_feed(sup)
+            if new.model_dump(exclude={"feeds"}) != self.settings.model_dump(exclude={"feeds"}):
+                log.warning("Reload applies feeds only; restart the server for the other changed settings")
+            self.settings = self.settings.model_copy(update={"feeds": new.feeds})
+        summary = {"added": added, "removed": removed, "changed": changed}
+        log.info("Reloaded %s: %s", self.config_path, summary)
+        return summary
 
     async def start(self) -> None:
         await self.bus.start()
         for sup in self.supervisors:
-            self._tasks.append(asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}"))
+            self._start_feed(sup)
         log.info(
             "Publishing %d symbols from %d feed(s) on the %s bus",
             len(self.hub.symbols),
@@ -44,9 +106,9 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
         self.hub.close()
         await self.bus.close()

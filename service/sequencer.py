@@ -25,6 +25,7 @@ from service.events import (
     TRADES,
     BusMessage,
     Event,
+    StreamRemoved,
     StreamReset,
 )
 
@@ -95,6 +96,21 @@ class Sequencer:
             symbol = self._symbols[spec.symbol] = _Symbol(spec, epoch)
             for ch in CHANNEL_KINDS:
                 self._publish(StreamReset(ch, spec.symbol, epoch, "START", symbol.stats))
+
+    def replace(self, specs: Iterable[SymbolSpec], reason: str) -> None:
+        """Re-register symbols with new specs (tick size, previous close): a new epoch each."""
+        epoch = new_epoch()
+        for spec in specs:
+            symbol = self._symbols[spec.symbol] = _Symbol(spec, epoch)
+            for ch in CHANNEL_KINDS:
+                self._publish(StreamReset(ch, spec.symbol, epoch, reason, symbol.stats))
+
+    def unregister(self, symbols: Iterable[str], reason: str) -> None:
+        """Stop publishing symbols: their streams are removed for subscribers."""
+        for sym in symbols:
+            if self._symbols.pop(sym, None) is not None:
+                for ch in CHANNEL_KINDS:
+                    self._publish(StreamRemoved(ch, sym, reason))
 
     def reset(self, symbols: Iterable[str], reason: str) -> None:
         """Give the symbols' streams a new epoch: their history is gone for subscribers."""

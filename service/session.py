@@ -170,6 +170,25 @@ class Session:
         self._send(stream.snapshot(self.hub.now_ms()))
         self._wake()
 
+    def on_removed(self, stream: Stream, reason: str) -> None:
+        """The stream no longer exists: tell the client, and drop the subscription."""
+        if self.fatal is not None:
+            return
+        self.absorb()
+        self.subscriptions.pop(stream.key, None)
+        self.outbox.forget(stream.key)
+        self._throttles.pop(stream.key, None)
+        self._held.pop(stream.key, None)
+        self._send(
+            protocol.notice(
+                "STREAM_REMOVED",
+                f"{stream.ch}/{stream.sym} is no longer published ({reason}); its subscription ended",
+                ch=stream.ch,
+                sym=stream.sym,
+            )
+        )
+        self._wake()
+
     def fail(self, reason: str) -> None:
         self._end(Fatal(CloseCode.INTERNAL_ERROR, reason, protocol.error(ErrorCode.INTERNAL, reason, fatal=True)))
 

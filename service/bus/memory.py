@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 from service.bus import Handler, ReplayRefused
-from service.events import BusMessage, Event, StreamKey, StreamReset
+from service.events import BusMessage, Event, StreamKey, StreamRemoved, StreamReset
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class MemoryBus:
     def publish(self, message: BusMessage) -> None:
         if isinstance(message, StreamReset):
             self._rings[message.key] = _Ring(message.ch, message.sym, message.epoch, self._window)
+        elif isinstance(message, StreamRemoved):
+            self._rings.pop(message.key, None)
         else:
             ring = self._rings[message.key]
             ring.events.append((message.seq, message.ts, message.wire))
