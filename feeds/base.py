@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +26,16 @@ class SymbolSpec:
 
 # Prices travel as integer multiples of the symbol's tick size, so a price can never be
 # off the grid and never be NaN; the sequencer turns them into rounded JSON numbers.
-@dataclass(frozen=True, slots=True)
-class Trade:
+# Ticks are NamedTuples: immutable like frozen dataclasses, and several times cheaper to
+# create, which matters at hundreds of thousands a second.
+class Trade(NamedTuple):
     symbol: str
     ts: int  # Unix milliseconds
     price_ticks: int
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     symbol: str
     ts: int
     bid_ticks: int
@@ -44,8 +44,7 @@ class Quote:
     ask_size: int
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+class Status(NamedTuple):
     """The symbol's trading status changed (session transitions, halts)."""
 
     symbol: str
@@ -57,8 +56,7 @@ class Status:
 STATUSES = ("pre", "open", "post", "closed", "halted")
 
 
-@dataclass(frozen=True, slots=True)
-class NewDay:
+class NewDay(NamedTuple):
     """A new trading day starts for the symbol: day statistics restart from here."""
 
     symbol: str
