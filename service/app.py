@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.asyncapi import asyncapi_endpoint
 from service.config import Settings
 from service.endpoint import stream_endpoint
 from service.events import BAR_CHANNELS
@@ -183,6 +184,7 @@ def create_app(settings: Settings, config_path: Path | None = None) -> Starlette
         Route("/api/v1/bars", bars),
         Route("/api/v1/admin/reload", admin_reload, methods=["POST"]),
         Route("/healthz", healthz),
+        Route("/asyncapi.json", asyncapi_endpoint),
         Mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

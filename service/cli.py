@@ -115,6 +115,22 @@ def tail(args: argparse.Namespace) -> int:
     return run_live(main, interrupted=130)
 
 
+def record(args: argparse.Namespace) -> int:
+    from service.record import record as run_record
+    from service.watch import run_live
+
+    async def main() -> int:
+        try:
+            rows = await run_record(args.url, args.symbols or ["*"], Path(args.out), args.seconds)
+        except (OSError, ValueError) as exc:
+            print(f"stockpush record: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.out}: {rows} rows", file=sys.stderr)
+        return 0
+
+    return run_live(main(), interrupted=0)  # Ctrl-C ends a recording; the file is complete
+
+
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) == 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
@@ -122,11 +138,10 @@ def _positive(value: str) -> int:
 
 
 def _add_url(p: argparse.ArgumentParser) -> None:
-    from service.client import DEFAULT_URL
-
+    # service.client.DEFAULT_URL, not imported: building the parser must not load the client.
     p.add_argument(
         "--url",
-        default=os.environ.get("STOCKPUSH_URL", DEFAULT_URL),
+        default=os.environ.get("STOCKPUSH_URL", "ws://127.0.0.1:8000/v1/stream"),
         help="the stream endpoint (env STOCKPUSH_URL; default %(default)s)",
     )
 
@@ -162,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--throttle-ms", type=int, default=0, help="state channels: at most one update per stream per interval"
     )
     p.set_defaults(func=tail)
+
+    p = sub.add_parser("record", help="save a live stream as a generic trades CSV, which a replay feed plays")
+    p.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols to record (default: every symbol)")
+    _add_url(p)
+    p.add_argument("--out", required=True, help="file to write (.csv, or .csv.gz for gzip)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(func=record)
     return parser
 
 

@@ -75,9 +75,7 @@ class BusSettings(_Strict):
     kind: Literal["memory"] = "memory"
 
 
-FeedSettings = Annotated[
-    MarketConfig | ReplayConfig | RandomWalkConfig | SyntheticConfig, Field(discriminator="kind")
-]
+FeedSettings = Annotated[MarketConfig | ReplayConfig | RandomWalkConfig | SyntheticConfig, Field(discriminator="kind")]
 
 
 class Settings(_Strict):

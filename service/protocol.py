@@ -268,9 +268,9 @@ def with_prev_seq(wire: str, prev_seq: int) -> str:
 # (extra="ignore"); codes that may grow are plain strings whose known values are listed in
 # the schema only (`_known`).
 
-RESUME_REFUSALS = ("EPOCH_CHANGED", "TOO_OLD", "SEQ_AHEAD", "UNKNOWN_STREAM")
+RESUME_REFUSALS = ("EPOCH_CHANGED", "TOO_OLD", "SEQ_AHEAD", "REPLAY_TOO_LARGE", "UNKNOWN_STREAM")
 FAILED_CODES = (ErrorCode.UNKNOWN_SYMBOL.value, ErrorCode.UNKNOWN_CHANNEL.value, "NOT_SUBSCRIBED")
-NOTICE_CODES = ("SLOW_CONSUMER",)
+NOTICE_CODES = ("SLOW_CONSUMER", "STREAM_REMOVED")
 
 
 def _known(*values: str | None) -> dict[str, Any]:
@@ -376,6 +376,7 @@ class Limits(_ServerModel):
     max_batch_bytes: int
     send_buffer_bytes: int
     replay_window: int = Field(description="events kept per stream for resume")
+    max_replay_bytes: int | None = Field(None, description="what one resume request may replay at most")
     inbound_rate: InboundRate
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,18 @@ async def test_record_then_replay_round_trip(server: Server, tmp_path: Path, nam
         price = float(trade.price_ticks * ticks[trade.symbol])
         assert any(b["price"] == price and b["size"] == trade.size for b in candidates), (trade, candidates)
     assert {t.symbol for t in trades} == {"AAPL", "PENNY"}
+
+
+async def test_record_command_line(server: Server, tmp_path: Path) -> None:
+    """`stockpush record --seconds` writes a file with a header and rows, and says how many."""
+    out = tmp_path / "cli.csv"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "record", "AAPL", "--url", server.url, "--out", str(out), "--seconds", "1",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ts,symbol,price,size,bid,ask,bid_size,ask_size"
+    assert len(lines) > 10
+    assert f"{len(lines) - 1} rows" in err.decode()
