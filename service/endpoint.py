@@ -44,25 +44,26 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     async def writer() -> None:
         outbox = session.outbox
         send = websocket.send
-        heartbeat_s = settings.heartbeat_ms / 1000
-        last_sent = time.monotonic()
         while session.fatal is None:
             throttle_due = session.flush_throttled()
             frame = outbox.take_frame()
             if frame is None:
-                wake.clear()
-                idle = heartbeat_s - (time.monotonic() - last_sent)
-                timeout = idle if throttle_due is None else min(idle, throttle_due)
-                if timeout > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):
-                            await wake.wait()
+                if session.heartbeat_due:
+                    frame = protocol.heartbeat(runtime.hub.now_ms())
+                else:
+                    wake.clear()
+                    # No timer per wait: the runtime's heartbeat ticker wakes idle writers,
+                    # so only a held throttled event needs a deadline here.
+                    if throttle_due is None:
+                        await wake.wait()
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(throttle_due):
+                                await wake.wait()
                     continue
-                if idle > 0:
-                    continue  # a throttled event is due
-                frame = protocol.heartbeat(runtime.hub.now_ms())
+            session.heartbeat_due = False
             await send({"type": "websocket.send", "text": frame})
-            last_sent = time.monotonic()
+            session.last_sent = time.monotonic()
 
     # The reader runs in this task, the writer in its own: two tasks per connection. When
     # the writer ends (fatal condition, peer gone, bug) it cancels this task's receive().

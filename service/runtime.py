@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ class Runtime:
         self.connections: set[Session] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
         self._reload_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
 
     def _start_feed(self, sup: FeedSupervisor) -> None:
         self._tasks[sup.feed.name] = asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}")
@@ -94,8 +96,23 @@ class Runtime:
         log.info("Reloaded %s: %s", self.config_path, summary)
         return summary
 
+    async def _heartbeats(self) -> None:
+        """Wake the writers of connections that have sent nothing for heartbeat_ms.
+
+        One ticker for all connections instead of a timer per connection and per wait.
+        It ticks four times per interval, so a heartbeat goes out 1 to 1.25 intervals
+        after the last frame.
+        """
+        heartbeat_s = self.settings.stream.heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(heartbeat_s / 4)
+            now = time.monotonic()
+            for session in list(self.connections):
+                session.heartbeat_if_idle(now, heartbeat_s)
+
     async def start(self) -> None:
         await self.bus.start()
+        self._ticker = asyncio.create_task(self._heartbeats(), name="sp:heartbeats")
         for sup in self.supervisors:
             self._start_feed(sup)
         log.info(
@@ -106,9 +123,10 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *([self._ticker] if self._ticker else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self.hub.close()
         await self.bus.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -66,6 +67,8 @@ class Session:
         self.peer = peer
         self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
         self.inbox: list[Event] = []  # appended to by the hub, drained by absorb()
+        self.last_sent = time.monotonic()  # when the writer last sent a frame
+        self.heartbeat_due = False
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
         self._wake = wake
@@ -188,6 +191,12 @@ class Session:
             )
         )
         self._wake()
+
+    def heartbeat_if_idle(self, now: float, heartbeat_s: float) -> None:
+        """Called by the runtime's ticker: ask the writer for a heartbeat after a quiet spell."""
+        if now - self.last_sent >= heartbeat_s and not self.heartbeat_due:
+            self.heartbeat_due = True
+            self._wake()
 
     def fail(self, reason: str) -> None:
         self._end(Fatal(CloseCode.INTERNAL_ERROR, reason, protocol.error(ErrorCode.INTERNAL, reason, fatal=True)))
