@@ -74,15 +74,21 @@ async def symbols(request: Request) -> Response:
     hub = runtime.hub
     now_ms = hub.now_ms()
     feed_of = {spec.symbol: sup.feed.name for sup in runtime.supervisors for spec in sup.feed.symbols()}
+    config_of = {feed.name: feed for feed in runtime.settings.feeds}
     specs = runtime.sequencer.symbols
     out = []
     for sym in hub.symbols:
         spec = specs.get(sym)
+        feed = config_of.get(feed_of.get(sym, ""))
         out.append(
             {
                 "symbol": sym,
                 "name": spec.name if spec else "",
+                "sector": spec.sector if spec else "",
                 "feed": feed_of.get(sym),
+                # market | replay | random_walk | synthetic: lets a page say "Replay" honestly
+                "feed_kind": feed.kind if feed else None,
+                "speed": getattr(feed, "speed", None),
                 "tick_size": float(spec.tick_size) if spec else None,
                 "price_decimals": spec.price_decimals if spec else None,
                 "snapshots": {ch: stream.snapshot_body(now_ms) for (ch, s), stream in hub.streams.items() if s == sym},
