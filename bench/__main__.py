@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     s = report["scenarios"]
     rates_100 = [2_000] if args.quick else [5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 150_000]
     naive_100 = [2_000] if args.quick else [2_000, 5_000, 10_000, 20_000, 40_000]
-    rates_1000 = [200] if args.quick else [1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000]
+    rates_1000 = [200] if args.quick else [500, 1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 15_000]
     naive_1000 = [200] if args.quick else [200, 500, 1_000, 2_000, 4_000]
     if "1" in wanted:
         print("Scenario 1: 100 clients x 10 of 100 symbols", flush=True)

@@ -58,6 +58,10 @@ class StreamSettings(_Strict):
     send_buffer_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
     # Upper bound of one outbound `data` frame; more pending events go out in more frames.
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 65536
+    # Data frames per second for all connections together. Past 1 ms per connection
+    # (connections / max_frames_per_s), events go to the writers on a shared beat of that
+    # length, so with many clients they are batched instead of costing a frame each.
+    max_frames_per_s: Annotated[int, Field(ge=100)] = 50_000
     # Events kept per stream for resume (G4).
     replay_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     # What one resume request may replay; streams beyond it get recovered:false,

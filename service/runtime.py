@@ -40,6 +40,7 @@ class Runtime:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
         self._reload_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self._pacer: asyncio.Task[None] | None = None
 
     def _start_feed(self, sup: FeedSupervisor) -> None:
         self._tasks[sup.feed.name] = asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}")
@@ -110,9 +111,37 @@ class Runtime:
             for session in list(self.connections):
                 session.heartbeat_if_idle(now, heartbeat_s)
 
+    async def _pace(self) -> None:
+        """Share a frame budget among the connections.
+
+        A frame costs ~10-20 us in the WebSocket layer whatever it holds, so with many
+        clients frames, not events, use up the CPU. Past 1 ms of budget per connection
+        (connections / max_frames_per_s), events are handed to writers on this ticker's
+        beat instead of at once: each client gets at most one data frame per tick, holding
+        everything that arrived meanwhile. With few clients every event goes out at once.
+        """
+        budget = self.settings.stream.max_frames_per_s
+        paced = False
+        while True:
+            interval = len(self.connections) / budget
+            if interval < 0.001:
+                if paced:
+                    for session in list(self.connections):
+                        session.paced = False
+                        session.poke()
+                    paced = False
+                await asyncio.sleep(0.05)
+                continue
+            paced = True
+            for session in list(self.connections):
+                session.paced = True
+                session.poke()
+            await asyncio.sleep(interval)
+
     async def start(self) -> None:
         await self.bus.start()
         self._ticker = asyncio.create_task(self._heartbeats(), name="sp:heartbeats")
+        self._pacer = asyncio.create_task(self._pace(), name="sp:pacer")
         for sup in self.supervisors:
             self._start_feed(sup)
         log.info(
@@ -123,7 +152,7 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._ticker] if self._ticker else [])]
+        tasks = [*self._tasks.values(), *(t for t in (self._ticker, self._pacer) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -69,6 +69,9 @@ class Session:
         self.inbox: list[Event] = []  # appended to by the hub, drained by absorb()
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
+        # Set by the runtime's pacer when there are many connections: queued events then
+        # wait for its next tick instead of waking the writer at once (see Runtime._pace).
+        self.paced = False
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
         self._wake = wake
@@ -97,7 +100,8 @@ class Session:
             if outbox.bytes + size <= outbox.half:
                 outbox.extend(inbox, size)
                 inbox.clear()
-                self._wake()
+                if not self.paced:
+                    self._wake()
                 return
         events = inbox[:]
         inbox.clear()
@@ -191,6 +195,11 @@ class Session:
             )
         )
         self._wake()
+
+    def poke(self) -> None:
+        """Wake the writer if anything is queued (the pacer's tick)."""
+        if len(self.outbox):
+            self._wake()
 
     def heartbeat_if_idle(self, now: float, heartbeat_s: float) -> None:
         """Called by the runtime's ticker: ask the writer for a heartbeat after a quiet spell."""
