@@ -182,6 +182,9 @@ def create_app(settings: Settings, config_path: Path | None = None) -> Starlette
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+            for task in reloads:
+                task.cancel()  # a reload must not start feeds after the runtime stopped
+            await asyncio.gather(*reloads, return_exceptions=True)
             await runtime.stop()
 
     routes = [

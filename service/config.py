@@ -64,9 +64,10 @@ class StreamSettings(_Strict):
     max_frames_per_s: Annotated[int, Field(ge=100)] = 50_000
     # Events kept per stream for resume (G4).
     replay_window: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
-    # What one resume request may replay; streams beyond it get recovered:false,
-    # REPLAY_TOO_LARGE and a snapshot. Larger than send_buffer_bytes, so that a client closed
-    # with 4100 can get back what its outbox and socket buffers held.
+    # Replayed events queued for one connection and not yet sent, at most; streams of a
+    # resume beyond it get recovered:false, REPLAY_TOO_LARGE and a snapshot. Larger than
+    # send_buffer_bytes, so that a client closed with 4100 can get back what its outbox and
+    # socket buffers held.
     max_replay_bytes: Annotated[int, Field(ge=4096)] = 16 * 1024 * 1024
     inbound_rate: RateSettings = RateSettings()
     # Rate-limited messages within 10 s after which the connection is closed with 4200.

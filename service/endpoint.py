@@ -36,7 +36,16 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     peer = f"{client.host}:{client.port}" if client else "?"
     wake = asyncio.Event()
     # A fatal condition wakes the writer, which ends; that ends the connection.
-    session = Session(runtime.hub, settings, wake=wake.set, on_fatal=wake.set, clock=time.time, peer=peer)
+    write_task: asyncio.Task[None] | None = None
+
+    def on_fatal() -> None:
+        # The writer may be parked in send() on a client that reads nothing: cancel it
+        # rather than wait for it, and stop taking events from the hub at once.
+        wake.set()
+        if write_task is not None:
+            write_task.cancel()
+
+    session = Session(runtime.hub, settings, wake=wake.set, on_fatal=on_fatal, clock=time.time, peer=peer)
     await websocket.accept()
     runtime.connections.add(session)
     session.hello()

@@ -53,6 +53,7 @@ class Outbox:
         # control frames as str; anything client-specific (prev_seq, replay) as an _Entry.
         self._items: deque[Event | _Entry | str] = deque()
         self._special = 0  # queued items that are not plain events (control frames, _Entry)
+        self.replay_bytes = 0  # replayed events queued, not counted in `bytes`
         self._pending: dict[StreamKey, _Entry] = {}  # conflatable entry per state stream
         self._last_seq: dict[StreamKey, int] = {}  # newest seq queued per state stream while conflating
 
@@ -125,6 +126,7 @@ class Outbox:
         """Queue replayed events, uncounted: the session bounds them by max_replay_bytes."""
         for event in events:
             self._items.append(_Entry(event.wire, event.key, 0))
+            self.replay_bytes += event.size
         self._special += len(events)
 
     def forget(self, key: StreamKey) -> None:
@@ -138,6 +140,7 @@ class Outbox:
         kept = deque(e for e in self._items if isinstance(e, str) or e.key != key)
         self.bytes = sum(len(e) if isinstance(e, str) else e.size for e in kept)
         self._special = sum(1 for e in kept if type(e) is not Event)
+        self.replay_bytes = sum(len(e.payload) for e in kept if type(e) is _Entry and e.size == 0)
         self._items = kept
 
     def clear(self) -> None:
@@ -146,6 +149,7 @@ class Outbox:
         self._last_seq.clear()
         self.bytes = 0
         self._special = 0
+        self.replay_bytes = 0
 
     def take_frame(self) -> str | None:
         """The next frame to send: one control frame, or every leading event as one `data` frame."""
@@ -183,6 +187,8 @@ class Outbox:
             items.popleft()
             if kind is _Entry:
                 self._special -= 1
+                if item.size == 0:
+                    self.replay_bytes -= len(payload)
             if kind is _Entry and pending:
                 key: StreamKey = item.key
                 if pending.get(key) is item:

@@ -149,6 +149,8 @@ class Session:
         return None if next_due is None else (next_due - now_ms) / 1000
 
     def _queue(self, event: Event, prev: int | None) -> None:
+        if self.fatal is not None:
+            return
         result = self.outbox.put_event(event, event.ch in STATE_CHANNELS, prev)
         if result is Put.OVERFLOW:
             self._slow_consumer()
@@ -277,7 +279,9 @@ class Session:
         if self.inbox:
             # Events the hub handed over before this answer go out before it (G2, G3).
             self.absorb()
-        if self.outbox.put_control(frame) is Put.OVERFLOW:
+        # Once the connection is ending nothing more is queued: a snapshot must not go out
+        # without the ack (or reset) that an overflow refused before it.
+        if self.fatal is None and self.outbox.put_control(frame) is Put.OVERFLOW:
             self._slow_consumer()
 
     def _end(self, fatal: Fatal, *, drop_pending: bool = False) -> None:
@@ -288,6 +292,8 @@ class Session:
             self._on_fatal()
 
     def _slow_consumer(self) -> None:
+        if self.fatal is not None:
+            return
         log.warning("Closing client %s: its outbox is full (%d bytes)", self.peer, self.outbox.limit)
         message = "outbox full: reconnect and resume from your last seq"
         self._end(
@@ -398,7 +404,7 @@ class Session:
             self.hub.attach(stream.key, self)
             self._set_throttle(stream, msg.throttle_ms)
         self._ack("subscribe", msg.id, ok, failed)
-        if msg.snapshot:
+        if msg.snapshot and self.fatal is None:
             now_ms = self.hub.now_ms()
             for stream in new:
                 self._send(stream.snapshot(now_ms))
@@ -409,8 +415,9 @@ class Session:
         failed: list[dict[str, Any]] = []
         plan: list[tuple[Stream, list[Event] | None]] = []
         seen: set[StreamKey] = set()
-        # One resume may replay at most max_replay_bytes; streams beyond get a snapshot.
-        budget = self.settings.max_replay_bytes
+        # What is replayed but not yet sent may not exceed max_replay_bytes per connection;
+        # streams beyond the budget get a snapshot instead.
+        budget = self.settings.max_replay_bytes - self.outbox.replay_bytes
         for pos in msg.streams:
             stream = self._lookup(pos.ch, pos.sym.upper(), failed)
             if stream is None:
@@ -444,6 +451,8 @@ class Session:
                 self.hub.attach(stream.key, self)
             self._set_throttle(stream, msg.throttle_ms)
         self._ack("subscribe", msg.id, ok, failed)
+        if self.fatal is not None:
+            return
         now_ms = self.hub.now_ms()
         for stream, events in plan:
             if events is None:

@@ -145,3 +145,22 @@ async def test_stalled_trades_client_is_closed_4100_and_resumes_losslessly(
     assert checker.violations == []
     await ws.close()
     await healthy.close()
+
+
+async def test_stalled_client_is_released_without_ever_reading(start_server: StartServer, cleanup: list[Any]) -> None:
+    """After 4100 a client that never reads is detached at once and gone within close_timeout_s."""
+    server = await _fast_server(start_server)
+    known = set(server.runtime.connections)
+    await _stalled_client(server, cleanup, symbols=["*"])
+    async with asyncio.timeout(20):
+        while not (session := next(iter(server.runtime.connections - known), None)):
+            await asyncio.sleep(0.01)
+        while session.fatal is None:
+            await asyncio.sleep(0.005)
+    assert session.fatal.code == 4100
+    close_timeout = server.settings.stream.close_timeout_s
+    async with asyncio.timeout(close_timeout + 3):
+        while session in server.runtime.connections:
+            await asyncio.sleep(0.02)
+    assert all(session not in stream.subscribers for stream in server.runtime.hub.streams.values())
+    assert not any(t.get_name().startswith("sp:write:") for t in asyncio.all_tasks())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from service.events import QUOTES, TRADES
 from tests.test_core import Client, World, data_events, of_type
 
@@ -112,3 +114,35 @@ def test_bar_snapshot_keeps_the_bar_values() -> None:
     for field in ("open", "high", "low", "close", "volume", "trades"):
         assert body["data"][field] == latest.fields[field]
     assert body["data"]["volume"] <= world.hub.day["AAPL"]["volume"]
+
+
+def test_repeated_resumes_cannot_queue_more_than_the_replay_budget() -> None:
+    """Resume-then-unsubscribe cycles never queue more replay than max_replay_bytes per connection."""
+    world = World()
+    budget = 8192
+    client = Client(world, max_replay_bytes=budget)
+    world.step(40)  # each cycle fits the budget; two cycles would not
+    positions = [{"ch": "trades", "sym": sym, "epoch": world.epoch(TRADES, sym), "after_seq": 0}
+                 for sym in ("AAPL", "MSFT", "SIRI", "GRID")]  # fmt: skip
+    for _ in range(10):
+        client.session.on_text(json.dumps({"op": "subscribe", "streams": positions}))
+        client.session.on_text(json.dumps({"op": "unsubscribe", "all": True}))
+        assert client.session.outbox.replay_bytes <= budget
+    assert client.session.outbox.replay_bytes > budget // 2  # the first cycle was replayed
+    assert client.session.fatal is None
+
+
+def test_nothing_is_queued_after_an_overflow() -> None:
+    """When a request's ack overflows the outbox, its snapshots are not sent without it."""
+    world = World()
+    client = Client(world, send_buffer_bytes=4096, max_batch_bytes=1024)
+    client.send({"op": "subscribe", "channels": ["trades"], "symbols": ["*"]})
+    client.frames()
+    outbox = client.session.outbox
+    while outbox.bytes < outbox.limit - 150:  # nobody drains: trades pile up, never conflated
+        world.step(1)
+    assert client.session.fatal is None
+    client.session.on_text(json.dumps({"op": "subscribe", "channels": ["quotes"], "symbols": ["*"]}))
+    assert client.session.fatal is not None
+    assert client.session.fatal.code == 4100
+    assert len(outbox) == 0  # no snapshot of an un-acked subscription waits to be sent
