@@ -149,7 +149,13 @@ def step_rates(
     protocol = "naive" if kind == "naive" else "stockpush"
     steps = []
     best = None
-    for rate in rates:
+    # A step that breaks is run once more before the scenario stops: on a shared machine one
+    # neighbour's burst can push a p99 over the line. Both attempts are in the results.
+    attempts = [rate for rate in rates for _ in range(2)]
+    previous_broke_at: float | None = None
+    for rate in attempts:
+        if best is not None and best["rate"] >= rate:
+            continue  # held on the first attempt
         with server(kind, rate, symbols) as srv:
             result = run_stream(
                 srv, protocol, clients=clients, per_client=per_client, symbols=symbols,
@@ -164,8 +170,10 @@ def step_rates(
               flush=True)  # fmt: skip
         if ok:
             best = steps[-1]
-        else:
+        elif previous_broke_at == rate:
             break
+        else:
+            previous_broke_at = rate
     return {"steps": steps, "best": best}
 
 
