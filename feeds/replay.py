@@ -96,6 +96,32 @@ class ReplayConfig(StrictModel):
             raise ValueError(f"no such file: {path}")
         return str(path.resolve())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _symbol_map(cls, data: Any) -> Any:
+        """`symbol_map: {IN_FILE: PUBLISHED}` is shorthand for `source:` on symbol entries.
+
+        Published names the map mentions but `symbols` does not list are added.
+        """
+        if not isinstance(data, dict) or "symbol_map" not in data:
+            return data
+        data = dict(data)
+        mapping = data.pop("symbol_map")
+        if not isinstance(mapping, dict):
+            raise ValueError("symbol_map: expected a mapping of file symbol to published symbol")
+        by_published = {str(v).upper(): str(k) for k, v in mapping.items()}
+        entries = [_symbol_entry(e) for e in data.get("symbols") or []]
+        listed = set()
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict) and isinstance(entry.get("symbol"), str):
+                sym = entry["symbol"].upper()
+                listed.add(sym)
+                if sym in by_published and "source" not in entry:
+                    entries[i] = {**entry, "source": by_published[sym]}
+        entries += [{"symbol": pub, "source": src} for pub, src in by_published.items() if pub not in listed]
+        data["symbols"] = entries
+        return data
+
     @model_validator(mode="after")
     def _fits_file(self) -> ReplayConfig:
         errors: list[tuple[tuple[str | int, ...], str, Any]] = []

@@ -254,6 +254,13 @@ class TestPlayback:
         assert [s.symbol for s in feed.symbols()] == ["ACME.R"]
         assert {t.symbol for t in play(feed, limit=100)} == {"ACME.R"}
 
+    def test_symbol_map_is_shorthand_for_source(self, tmp_path: Path) -> None:
+        """`symbol_map: {file: published}` renames like `source`, adding symbols it names."""
+        feed = replay(SAMPLE, "polygon_minute_aggs", [{"symbol": "ACME.R", "name": "Acme"}],
+                      symbol_map={"ACME": "ACME.R", "INIT": "INI"})  # fmt: skip
+        assert sorted(s.symbol for s in feed.symbols()) == ["ACME.R", "INI"]
+        assert {t.symbol for t in play(feed, limit=400)} == {"ACME.R", "INI"}
+
 
 class TestBadRows:
     BAD = """ts,symbol,price,size
