@@ -15,23 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.browser import chromium as chromium_browser
 from tests.client_helpers import CutProxy
 from tests.conftest import StartServer
 from tests.helpers import TIMEOUT, Server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TRADE_LINE = re.compile(r"^\[trade\] (\w+) ([\d.]+) x (\d+) #(\d+)$")
 
 
@@ -80,17 +69,8 @@ async def test_moving_average_bot_prints_every_trade_in_order(server: Server) ->
 @pytest.fixture
 async def chromium() -> AsyncIterator[Any]:
     """Headless Chromium through Playwright; skipped without /usr/bin/chromium unless CI is set."""
-    if not HAVE_CHROMIUM:
-        message = f"{CHROMIUM} is not installed (apt-get install chromium); the browser example runs in it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, and CI is set")
-        pytest.skip(message)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    async with chromium_browser("the browser example runs in it") as browser:
         yield browser
-        await browser.close()
 
 
 async def _log(page: Any) -> list[str]:

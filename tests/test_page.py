@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import uvicorn
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,20 +30,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service.app import WEB_DIR
 from service.cli import uvicorn_config
+from tests.browser import chromium
 from tests.helpers import Server, make_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-HAVE_CHROMIUM = CHROMIUM.exists()
 WAIT_MS = 15_000
 VIEWPORT = {"width": 1400, "height": 1000}
 
@@ -67,15 +54,8 @@ OpenPage = Callable[..., Awaitable[Tab]]
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module; skipped without /usr/bin/chromium unless CI is set."""
-    if not HAVE_CHROMIUM:
-        message = f"{CHROMIUM} is not installed (apt-get install chromium); the page tests drive it"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, and CI is set: the page tests must run in CI")
-        pytest.skip(message)
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium("the page tests drive it") as browser:
+        yield browser
 
 
 def rebind(server: Server, port: int) -> Server:
