@@ -119,6 +119,7 @@ SERVER_MESSAGES = (
                     "max_batch_bytes": 65536,
                     "send_buffer_bytes": 4194304,
                     "replay_window": 10000,
+                    "max_replay_bytes": 16777216,
                     "inbound_rate": {"per_s": 20.0, "burst": 40},
                 },
                 "channels": dict(CHANNEL_KINDS),

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.frames import Close
 
+from service.session import Session
 from tests.conftest import StartServer
 from tests.helpers import RawClient, SequenceChecker, Server, recv, subscribed
 
@@ -44,12 +45,29 @@ async def cleanup() -> AsyncIterator[list[Any]]:
                 await thing
 
 
-async def _stalled_client(server: Server, cleanup: list[Any], **subscribe: Any) -> RawClient:
+async def _stalled_client(server: Server, cleanup: list[Any], **subscribe: Any) -> tuple[RawClient, Session]:
+    """A raw client that subscribes, then never reads; and its session on the server."""
+    known = set(server.runtime.connections)
     raw = RawClient(server.url, rcvbuf=4096)
     cleanup.append(raw)
     await raw.connect()
     await raw.send_json({"op": "subscribe", "id": "slow", **subscribe})
-    return raw
+    async with asyncio.timeout(10):
+        while not (session := next(iter(server.runtime.connections - known), None)):
+            await asyncio.sleep(0.01)
+    return raw, session
+
+
+async def _healthy_client(
+    server: Server, cleanup: list[Any]
+) -> tuple[Any, SequenceChecker, asyncio.Event, asyncio.Task[None]]:
+    """A client subscribed to everything, read continuously and checked by a SequenceChecker."""
+    healthy, _ = await subscribed(server, symbols=["*"])
+    checker = SequenceChecker()
+    stop = asyncio.Event()
+    reader = asyncio.create_task(_healthy_reader(healthy, checker, stop))
+    cleanup.append(reader)
+    return healthy, checker, stop, reader
 
 
 async def _healthy_reader(ws: Any, checker: SequenceChecker, stop: asyncio.Event) -> None:
@@ -60,16 +78,9 @@ async def _healthy_reader(ws: Any, checker: SequenceChecker, stop: asyncio.Event
 async def test_state_channels_conflate_for_a_stalled_client(start_server: StartServer, cleanup: list[Any]) -> None:
     """Past half the outbox: notice SLOW_CONSUMER, quotes conflated with prev_seq, outbox bounded, others unaffected."""
     server = await _fast_server(start_server)
-    healthy, _ = await subscribed(server, symbols=["*"])
-    checker = SequenceChecker()
-    stop = asyncio.Event()
-    reader = asyncio.create_task(_healthy_reader(healthy, checker, stop))
-    cleanup.append(reader)
-    known = set(server.runtime.connections)
-    raw = await _stalled_client(server, cleanup, channels=["quotes"], symbols=["*"])
+    healthy, checker, stop, reader = await _healthy_client(server, cleanup)
+    raw, session = await _stalled_client(server, cleanup, channels=["quotes"], symbols=["*"])
     async with asyncio.timeout(20):
-        while not (session := next(iter(server.runtime.connections - known), None)):
-            await asyncio.sleep(0.01)
         while session.outbox.conflated < 2000:
             assert session.outbox.bytes <= SEND_BUFFER
             await asyncio.sleep(0.01)
@@ -99,16 +110,9 @@ async def test_stalled_trades_client_is_closed_4100_and_resumes_losslessly(
 ) -> None:
     """Trades never conflate: a full outbox → error SLOW_CONSUMER, close 4100; the resume is gap-free."""
     server = await _fast_server(start_server)
-    healthy, _ = await subscribed(server, symbols=["*"])
-    checker = SequenceChecker()
-    stop = asyncio.Event()
-    reader = asyncio.create_task(_healthy_reader(healthy, checker, stop))
-    cleanup.append(reader)
-    known = set(server.runtime.connections)
-    raw = await _stalled_client(server, cleanup, symbols=["*"])
+    healthy, checker, stop, reader = await _healthy_client(server, cleanup)
+    raw, session = await _stalled_client(server, cleanup, symbols=["*"])
     async with asyncio.timeout(20):
-        while not (session := next(iter(server.runtime.connections - known), None)):
-            await asyncio.sleep(0.01)
         while session.fatal is None:
             assert session.outbox.bytes <= SEND_BUFFER
             await asyncio.sleep(0.005)
@@ -150,11 +154,8 @@ async def test_stalled_trades_client_is_closed_4100_and_resumes_losslessly(
 async def test_stalled_client_is_released_without_ever_reading(start_server: StartServer, cleanup: list[Any]) -> None:
     """After 4100 a client that never reads is detached at once and gone within close_timeout_s."""
     server = await _fast_server(start_server)
-    known = set(server.runtime.connections)
-    await _stalled_client(server, cleanup, symbols=["*"])
+    _, session = await _stalled_client(server, cleanup, symbols=["*"])
     async with asyncio.timeout(20):
-        while not (session := next(iter(server.runtime.connections - known), None)):
-            await asyncio.sleep(0.01)
         while session.fatal is None:
             await asyncio.sleep(0.005)
     assert session.fatal.code == 4100
