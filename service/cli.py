@@ -15,9 +15,9 @@ import uvicorn
 from service.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
-# websockets-sansio, named explicitly: since uvicorn 0.52.1 it applies transport
-# backpressure (send() waits while the socket buffer is full) and runs keepalive pings.
-WS_IMPL = "websockets-sansio"
+# uvicorn's websockets-sansio protocol (it applies transport backpressure since 0.52.1 and
+# runs keepalive pings) with a direct frame writer added: see service.ws_protocol.
+WS_IMPL = "service.ws_protocol:DirectWebSocketProtocol"
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -67,8 +67,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     app = create_app(settings, Path(args.config))
     logging.getLogger("service").info(
-        "WebSocket implementation %s, inbound frames <= %d bytes, permessage-deflate %s",
-        WS_IMPL,
+        "WebSocket implementation: uvicorn websockets-sansio, frames written %s; inbound frames <= %d bytes,"
+        " permessage-deflate %s",
+        "through ASGI" if settings.server.ws_per_message_deflate else "directly",
         settings.stream.max_frame_bytes,
         "on" if settings.server.ws_per_message_deflate else "off",
     )

@@ -1,9 +1,10 @@
 """The `/v1/stream` WebSocket route: a thin I/O shell around a Session.
 
-Per connection: one reader (always awaiting `receive()`, so pings, close frames and
-disconnects are noticed at once) and one writer (drains the outbox, one frame at a time,
-and sends heartbeats when idle). Whichever ends first ends the connection; this function is
-the single owner of `close()`.
+Per connection: one reader, this task, always awaiting `receive()` so that pings, close
+frames and disconnects are noticed at once, and one writer that drains the outbox. Served
+by `stockpush serve`, the writer is a Pump run from loop callbacks (service.pump, no task
+per connection); under another server it is a task awaiting plain ASGI sends. A fatal
+condition stops the reader; this function is the single owner of `close()`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service import protocol
 from service.protocol import CloseCode
+from service.pump import Pump
 from service.session import Fatal, Session
+from service.ws_protocol import EXTENSION
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -34,61 +36,66 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     settings = runtime.settings.stream
     client = websocket.client
     peer = f"{client.host}:{client.port}" if client else "?"
-    wake = asyncio.Event()
-    # A fatal condition wakes the writer, which ends; that ends the connection.
+    this_task = asyncio.current_task()
+    assert this_task is not None
+    reading = True
+    stopped_reading = False  # the reader was cancelled by this connection's own end
     write_task: asyncio.Task[None] | None = None
 
+    def stop_reading() -> None:
+        nonlocal stopped_reading
+        if reading and not stopped_reading:
+            stopped_reading = True
+            this_task.cancel()
+
     def on_fatal() -> None:
-        # The writer may be parked in send() on a client that reads nothing: cancel it
-        # rather than wait for it, and stop taking events from the hub at once.
-        wake.set()
+        # Stop taking events at once; a writer task may be parked in send() on a client
+        # that reads nothing: cancel it rather than wait for it.
         if write_task is not None:
             write_task.cancel()
+        else:
+            stop_reading()
 
-    session = Session(runtime.hub, settings, wake=wake.set, on_fatal=on_fatal, clock=time.time, peer=peer)
+    extension = websocket.scope.get("extensions", {}).get(EXTENSION)
+    pump = Pump(extension["writer"], runtime.writes) if extension else None
+    wake_writer = asyncio.Event() if pump is None else None
+    session = Session(
+        runtime.hub,
+        settings,
+        wake=pump.want if pump is not None else wake_writer.set,  # type: ignore[union-attr]
+        on_fatal=on_fatal,
+        clock=time.time,
+        peer=peer,
+    )
+    if pump is not None:
+        pump.session = session
     await websocket.accept()
     runtime.connections.add(session)
     session.hello()
 
     async def writer() -> None:
-        outbox = session.outbox
+        """The writer of a connection served without a direct writer (plain ASGI sends)."""
         send = websocket.send
+        assert wake_writer is not None
         while session.fatal is None:
-            throttle_due = session.flush_throttled()
-            frame = outbox.take_frame()
+            frame, throttle_due = session.next_frame()
             if frame is None:
-                if session.heartbeat_due:
-                    frame = protocol.heartbeat(runtime.hub.now_ms())
-                else:
-                    wake.clear()
-                    # No timer per wait: the runtime's heartbeat ticker wakes idle writers,
-                    # so only a held throttled event needs a deadline here.
-                    if throttle_due is None:
-                        await wake.wait()
-                    else:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(throttle_due):
-                                await wake.wait()
-                    continue
-            session.heartbeat_due = False
+                wake_writer.clear()
+                # No timer per wait: the runtime's heartbeat ticker wakes idle writers,
+                # so only a held throttled event needs a deadline here.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(throttle_due):
+                        await wake_writer.wait()
+                continue
             await send({"type": "websocket.send", "text": frame})
             session.last_sent = time.monotonic()
 
-    # The reader runs in this task, the writer in its own: two tasks per connection. When
-    # the writer ends (fatal condition, peer gone, bug) it cancels this task's receive().
-    this_task = asyncio.current_task()
-    assert this_task is not None
-    reading = True
-    writer_ended = False
-
     def on_writer_done(task: asyncio.Task[None]) -> None:
-        nonlocal writer_ended
-        if reading:
-            writer_ended = True
-            this_task.cancel()
+        stop_reading()
 
-    write_task = asyncio.create_task(writer(), name=f"sp:write:{peer}")
-    write_task.add_done_callback(on_writer_done)
+    if pump is None:
+        write_task = asyncio.create_task(writer(), name=f"sp:write:{peer}")
+        write_task.add_done_callback(on_writer_done)
     peer_gone = False
     try:
         while True:
@@ -103,7 +110,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
             else:
                 session.on_binary()
     except asyncio.CancelledError:
-        if not writer_ended:
+        if not stopped_reading:
             raise  # cancelled from outside (server shutdown): not ours to swallow
         this_task.uncancel()
     except Exception:
@@ -111,14 +118,17 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         session.fail("internal error")
     finally:
         reading = False
-        write_task.cancel()
-        await asyncio.gather(write_task, return_exceptions=True)
-        exc = None if write_task.cancelled() else write_task.exception()
-        if isinstance(exc, GONE):
-            peer_gone = True
-        elif exc is not None:
-            log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
-            session.fail("internal error")
+        if pump is not None:
+            pump.stop()
+        if write_task is not None:
+            write_task.cancel()
+            await asyncio.gather(write_task, return_exceptions=True)
+            exc = None if write_task.cancelled() else write_task.exception()
+            if isinstance(exc, GONE):
+                peer_gone = True
+            elif exc is not None:
+                log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
+                session.fail("internal error")
         session.detach()
         runtime.connections.discard(session)
 

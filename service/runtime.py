@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from service.bus import create_bus
 from service.config import ConfigError, Settings, load_settings
 from service.hub import Hub
+from service.pump import WriteScheduler
 from service.sequencer import Sequencer
 from service.supervisor import FeedSupervisor
 
@@ -37,6 +38,7 @@ class Runtime:
             self.sequencer.register(feed.symbols())
             self.supervisors.append(FeedSupervisor(feed, self.sequencer))
         self.connections: set[Session] = set()
+        self.writes = WriteScheduler()  # runs the connections' pumps (service.pump)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
         self._reload_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None

@@ -203,6 +203,19 @@ class Session:
         if len(self.outbox):
             self._wake()
 
+    def next_frame(self) -> tuple[str | None, float | None]:
+        """The next frame to send, if any, and the seconds until a held throttled event is due.
+
+        Data and control frames come first; a heartbeat only when nothing else is queued.
+        """
+        throttle_due = self.flush_throttled()
+        frame = self.outbox.take_frame()
+        if frame is None and self.heartbeat_due:
+            frame = protocol.heartbeat(self.hub.now_ms())
+        if frame is not None:
+            self.heartbeat_due = False  # whatever goes out shows the connection is alive
+        return frame, throttle_due
+
     def heartbeat_if_idle(self, now: float, heartbeat_s: float) -> None:
         """Called by the runtime's ticker: ask the writer for a heartbeat after a quiet spell."""
         if now - self.last_sent >= heartbeat_s and not self.heartbeat_due:

@@ -62,7 +62,7 @@ def make_settings(
 class Server:
     """A real uvicorn server running the app in this event loop, on an ephemeral port."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None, ws: str | None = None) -> None:
         self.settings = settings
         self.app = create_app(settings, config_path)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -71,7 +71,10 @@ class Server:
         self.port: int = self.sock.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
         self.http = f"http://127.0.0.1:{self.port}"
-        self.uvicorn = uvicorn.Server(uvicorn_config(self.app, settings, log_level="warning"))
+        # ws: another uvicorn WebSocket implementation than stockpush's own (e.g. to test the
+        # plain-ASGI writer that serves connections without a direct writer).
+        overrides = {"ws": ws} if ws else {}
+        self.uvicorn = uvicorn.Server(uvicorn_config(self.app, settings, log_level="warning", **overrides))
         self.task: asyncio.Task[None] | None = None
 
     @property

@@ -17,6 +17,13 @@ from service.session import Session
 from tests.conftest import StartServer
 from tests.helpers import RawClient, SequenceChecker, Server, recv, subscribed
 
+
+@pytest.fixture(params=["direct", "asgi"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with both writers (see tests/conftest.py)."""
+    return str(request.param)
+
+
 SEND_BUFFER = 64 * 1024
 
 

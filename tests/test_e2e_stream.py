@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.conftest import StartServer
 from tests.helpers import SequenceChecker, Server, open_client, recv, send, subscribed, until
+
+
+@pytest.fixture(params=["direct", "asgi"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with both writers (see tests/conftest.py)."""
+    return str(request.param)
 
 
 async def test_server_speaks_first_with_hello(server: Server) -> None:

@@ -1,0 +1,43 @@
+"""The direct frame writer (service.ws_protocol): the bytes it writes, and when it is offered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.frames import Frame, Opcode
+
+from service.ws_protocol import text_frame_header
+from tests.conftest import StartServer
+from tests.helpers import open_client, recv, send, subscribed, until
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_frame_header_matches_websockets_serialization(length: int) -> None:
+    payload = b"x" * length
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame_header(length) + payload == expected
+
+
+def _writer_tasks() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_name().startswith("sp:write:")]
+
+
+async def test_stockpush_serve_writes_frames_without_a_task_per_connection(start_server: StartServer) -> None:
+    server = await start_server()
+    ws, _ = await subscribed(server, symbols=["AAPL"], channels=["trades"], snapshot=False)
+    assert (await recv(ws))["type"] == "data"
+    assert _writer_tasks() == []
+    await ws.close()
+
+
+async def test_with_permessage_deflate_frames_go_through_asgi_compressed(start_server: StartServer) -> None:
+    """Compression needs websockets' own framing: the writer then is a task doing ASGI sends."""
+    server = await start_server(server={"ws_per_message_deflate": True})
+    ws = await open_client(server, compression="deflate")
+    assert ws.protocol.extensions, "permessage-deflate was not negotiated"
+    assert (await recv(ws))["type"] == "hello"
+    await send(ws, {"op": "subscribe", "channels": ["trades"], "symbols": ["AAPL"], "snapshot": False})
+    await until(ws, lambda m: m["type"] == "data")
+    assert len(_writer_tasks()) == 1
+    await ws.close()
