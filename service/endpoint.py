@@ -32,111 +32,128 @@ GONE = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 async def stream_endpoint(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
-    settings = runtime.settings.stream
-    client = websocket.client
-    peer = f"{client.host}:{client.port}" if client else "?"
-    this_task = asyncio.current_task()
-    assert this_task is not None
-    reading = True
-    stopped_reading = False  # the reader was cancelled by this connection's own end
-    write_task: asyncio.Task[None] | None = None
+    await _Connection(websocket).serve()
 
-    def stop_reading() -> None:
-        nonlocal stopped_reading
-        if reading and not stopped_reading:
-            stopped_reading = True
-            this_task.cancel()
 
-    def on_fatal() -> None:
+class _Connection:
+    """One client connection: its session, its writer, and the reader that is this task."""
+
+    __slots__ = ("pump", "reading", "runtime", "session", "stopped_reading", "task", "wake_writer", "websocket",
+                 "write_task")  # fmt: skip
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.runtime: Runtime = websocket.app.state.runtime
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.reading = True
+        self.stopped_reading = False  # the reader was cancelled by this connection's own end
+        self.write_task: asyncio.Task[None] | None = None
+        client = websocket.client
+        peer = f"{client.host}:{client.port}" if client else "?"
+        extension = websocket.scope.get("extensions", {}).get(EXTENSION)
+        self.pump = Pump(extension["writer"], self.runtime.writes) if extension else None
+        self.wake_writer = asyncio.Event() if self.pump is None else None
+        self.session = Session(
+            self.runtime.hub,
+            self.runtime.settings.stream,
+            wake=self.pump.want if self.pump is not None else self.wake_writer.set,  # type: ignore[union-attr]
+            on_fatal=self.on_fatal,
+            clock=time.time,
+            peer=peer,
+        )
+        if self.pump is not None:
+            self.pump.session = self.session
+
+    def stop_reading(self, _: object = None) -> None:
+        if self.reading and not self.stopped_reading:
+            self.stopped_reading = True
+            self.task.cancel()
+
+    def on_fatal(self) -> None:
         # Stop taking events at once; a writer task may be parked in send() on a client
         # that reads nothing: cancel it rather than wait for it.
-        if write_task is not None:
-            write_task.cancel()
+        if self.write_task is not None:
+            self.write_task.cancel()
         else:
-            stop_reading()
+            self.stop_reading()
 
-    extension = websocket.scope.get("extensions", {}).get(EXTENSION)
-    pump = Pump(extension["writer"], runtime.writes) if extension else None
-    wake_writer = asyncio.Event() if pump is None else None
-    session = Session(
-        runtime.hub,
-        settings,
-        wake=pump.want if pump is not None else wake_writer.set,  # type: ignore[union-attr]
-        on_fatal=on_fatal,
-        clock=time.time,
-        peer=peer,
-    )
-    if pump is not None:
-        pump.session = session
-    await websocket.accept()
-    runtime.connections.add(session)
-    session.hello()
-
-    async def writer() -> None:
+    async def writer(self) -> None:
         """The writer of a connection served without a direct writer (plain ASGI sends)."""
-        send = websocket.send
-        assert wake_writer is not None
+        session, wake = self.session, self.wake_writer
+        send = self.websocket.send
+        assert wake is not None
         while session.fatal is None:
             frame, throttle_due = session.next_frame()
             if frame is None:
-                wake_writer.clear()
+                wake.clear()
                 # No timer per wait: the runtime's heartbeat ticker wakes idle writers,
                 # so only a held throttled event needs a deadline here.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(throttle_due):
-                        await wake_writer.wait()
+                        await wake.wait()
                 continue
             await send({"type": "websocket.send", "text": frame})
             session.last_sent = time.monotonic()
 
-    def on_writer_done(task: asyncio.Task[None]) -> None:
-        stop_reading()
+    async def serve(self) -> None:
+        websocket, session, runtime = self.websocket, self.session, self.runtime
+        await websocket.accept()
+        if self.pump is not None:
+            self.pump.writer.handshake_done()
+        runtime.connections.add(session)
+        session.hello()
+        if self.pump is None:
+            self.write_task = asyncio.create_task(self.writer(), name=f"sp:write:{session.peer}")
+            self.write_task.add_done_callback(self.stop_reading)
+        peer_gone = False
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    # The client closed, or uvicorn is shutting down and already sent 1012.
+                    peer_gone = True
+                    break
+                text = message.get("text")
+                if text is not None:
+                    session.on_text(text)
+                else:
+                    session.on_binary()
+        except asyncio.CancelledError:
+            if not self.stopped_reading:
+                raise  # cancelled from outside (server shutdown): not ours to swallow
+            self.task.uncancel()
+        except Exception:
+            log.exception("Serving client %s failed; closing it with 1011", session.peer)
+            session.fail("internal error")
+        finally:
+            self.reading = False
+            if self.pump is not None:
+                self.pump.stop()
+            if self.write_task is not None:
+                peer_gone = await self._end_writer() or peer_gone
+            session.detach()
+            runtime.connections.discard(session)
 
-    if pump is None:
-        write_task = asyncio.create_task(writer(), name=f"sp:write:{peer}")
-        write_task.add_done_callback(on_writer_done)
-    peer_gone = False
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                # The client closed, or uvicorn is shutting down and already sent 1012.
-                peer_gone = True
-                break
-            text = message.get("text")
-            if text is not None:
-                session.on_text(text)
-            else:
-                session.on_binary()
-    except asyncio.CancelledError:
-        if not stopped_reading:
-            raise  # cancelled from outside (server shutdown): not ours to swallow
-        this_task.uncancel()
-    except Exception:
-        log.exception("Serving client %s failed; closing it with 1011", peer)
-        session.fail("internal error")
-    finally:
-        reading = False
-        if pump is not None:
-            pump.stop()
-        if write_task is not None:
-            write_task.cancel()
-            await asyncio.gather(write_task, return_exceptions=True)
-            exc = None if write_task.cancelled() else write_task.exception()
-            if isinstance(exc, GONE):
-                peer_gone = True
-            elif exc is not None:
-                log.error("Serving client %s failed; closing it with 1011", peer, exc_info=exc)
-                session.fail("internal error")
-        session.detach()
-        runtime.connections.discard(session)
+        try:
+            if not peer_gone:
+                await _close(websocket, session, runtime.settings.stream.close_timeout_s)
+        finally:
+            session.close()
 
-    try:
-        if not peer_gone:
-            await _close(websocket, session, settings.close_timeout_s)
-    finally:
-        session.close()
+    async def _end_writer(self) -> bool:
+        """Stop the writer task; True if it found the peer gone."""
+        assert self.write_task is not None
+        self.write_task.cancel()
+        await asyncio.gather(self.write_task, return_exceptions=True)
+        exc = None if self.write_task.cancelled() else self.write_task.exception()
+        if isinstance(exc, GONE):
+            return True
+        if exc is not None:
+            log.error("Serving client %s failed; closing it with 1011", self.session.peer, exc_info=exc)
+            self.session.fail("internal error")
+        return False
 
 
 async def _close(websocket: WebSocket, session: Session, timeout_s: float) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 
 class TokenBucket:
+    __slots__ = ("_at", "_clock", "_tokens", "burst", "per_s")
+
     def __init__(self, per_s: float, burst: int, clock: Callable[[], float]) -> None:
         self.per_s = per_s
         self.burst = burst
@@ -27,6 +29,8 @@ class TokenBucket:
 
 class FloodDetector:
     """Counts refusals in a sliding window; `hit()` is true once there were too many."""
+
+    __slots__ = ("_clock", "_hits", "limit", "window_s")
 
     def __init__(self, limit: int, window_s: float, clock: Callable[[], float]) -> None:
         self.limit = limit

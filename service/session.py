@@ -52,6 +52,10 @@ class _Throttle:
 
 
 class Session:
+    # One per connection: slots keep thousands of them small.
+    __slots__ = ("_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal", "heartbeat_due",
+                 "hub", "inbox", "last_sent", "outbox", "paced", "peer", "settings", "subscriptions")  # fmt: skip
+
     def __init__(
         self,
         hub: Hub,

@@ -60,6 +60,12 @@ class DirectWriter:
         protocol.transport.writelines((text_frame_header(len(data)), data))
         return True
 
+    def handshake_done(self) -> None:
+        """Let go of the handshake's request and response: a connection lives long, they are ~3 KB."""
+        protocol = self._protocol
+        if protocol.handshake_complete:
+            protocol.request = protocol.response = None  # type: ignore[assignment]
+
     def on_drained(self, callback: Callable[[], None] | None) -> None:
         """Call `callback` when a paused socket can take frames again (None: stop)."""
         self._protocol.on_drained = callback
