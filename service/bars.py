@@ -40,8 +40,10 @@ class BarBuilder:
 
     def close_if_due(self, ts: int) -> dict[str, Any] | None:
         """The final version of the forming bar, if market time `ts` is past its end."""
-        if self.end < 0 or ts < self.end:
-            return None
+        return self.finish() if 0 <= self.end <= ts else None
+
+    def finish(self) -> dict[str, Any]:
+        """The final version of the forming bar; call when market time reaches `end` (>= 0)."""
         bar = self._bar(True)
         self.start = self.end = -1
         return bar

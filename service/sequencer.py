@@ -11,6 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -25,11 +26,14 @@ from service.events import (
     TRADES,
     BusMessage,
     Event,
+    StreamKey,
     StreamRemoved,
     StreamReset,
 )
 
 log = logging.getLogger(__name__)
+
+_new_event = partial(tuple.__new__, Event)
 
 REGULAR = frozenset({"open", None})
 
@@ -42,25 +46,33 @@ def new_epoch() -> str:
 class _Stream:
     """Sequencing state of one stream, with its wire prefix rendered once."""
 
-    __slots__ = ("ch", "epoch", "prefix", "seq", "sym")
+    __slots__ = ("ch", "epoch", "key", "prefix", "seq", "sym")
 
     def __init__(self, ch: str, sym: str, epoch: str) -> None:
         self.ch = ch
         self.sym = sym
+        self.key: StreamKey = (ch, sym)
         self.epoch = epoch
         self.seq = 0
         self.prefix = orjson.dumps({"ch": ch, "sym": sym}).decode()[:-1] + ',"seq":'
 
 
+# Prices rendered per symbol, reused while the price stays in range: most trades print at a
+# price seen moments ago, and a lookup is several times cheaper than round() plus repr().
+_PRICE_CACHE = 4096
+
+
 class _Symbol:
-    __slots__ = ("bars", "decimals", "scale", "spec", "stats", "streams")
+    __slots__ = ("bars", "decimals", "prices", "scale", "spec", "stats", "streams", "trades")
 
     def __init__(self, spec: SymbolSpec, epoch: str) -> None:
         self.spec = spec
         self.decimals = spec.price_decimals
         self.scale = float(spec.tick_size)
-        self.bars = {ch: BarBuilder(interval) for ch, interval in BAR_CHANNELS.items()}
+        self.bars = [(ch, BarBuilder(interval)) for ch, interval in BAR_CHANNELS.items()]
         self.streams = {ch: _Stream(ch, spec.symbol, epoch) for ch in CHANNEL_KINDS}
+        self.trades = self.streams[TRADES]
+        self.prices: dict[int, tuple[float, str]] = {}  # price in ticks -> (price, its JSON)
         # Updated in place: the hub always shows the current day statistics in snapshots.
         self.stats: dict[str, Any] = {
             "open": None,
@@ -76,6 +88,15 @@ class _Symbol:
     def price(self, ticks: int) -> float:
         # round() to the tick's decimals gives the shortest float repr: 101.3, not 101.30000000000001
         return round(ticks * self.scale, self.decimals)
+
+    def rendered(self, ticks: int) -> tuple[float, str]:
+        """The price and its JSON text (repr() of the rounded float is what orjson writes)."""
+        prices = self.prices
+        if len(prices) >= _PRICE_CACHE:
+            prices.clear()
+        price = round(ticks * self.scale, self.decimals)
+        entry = prices[ticks] = (price, repr(price))
+        return entry
 
 
 class Sequencer:
@@ -127,11 +148,11 @@ class Sequencer:
         if symbol is None:
             log.warning("Dropped a tick for unregistered symbol %r (feed bug)", tick.symbol)
             return
-        for ch, builder in symbol.bars.items():
-            final = builder.close_if_due(tick.ts)
-            if final is not None:
-                self._emit(ch, symbol, tick.ts, final)
-        if isinstance(tick, Trade):
+        ts = tick.ts
+        for ch, builder in symbol.bars:
+            if 0 <= builder.end <= ts:
+                self._emit(ch, symbol, ts, builder.finish())
+        if type(tick) is Trade:
             self._on_trade(symbol, tick)
         elif isinstance(tick, Quote):
             if not 0 < tick.bid_ticks < tick.ask_ticks or tick.bid_size <= 0 or tick.ask_size <= 0:
@@ -143,25 +164,27 @@ class Sequencer:
                 "ask": symbol.price(tick.ask_ticks),
                 "ask_size": tick.ask_size,
             }
-            self._emit(QUOTES, symbol, tick.ts, fields)
+            self._emit(QUOTES, symbol, ts, fields)
         elif isinstance(tick, Status):
             if tick.status not in STATUSES:
                 log.warning("Dropped an unknown status %r (feed bug)", tick)
                 return
             symbol.stats["status"] = tick.status
-            self._emit_status(symbol, tick.ts, tick.reason)
+            self._emit_status(symbol, ts, tick.reason)
         elif isinstance(tick, NewDay):
             symbol.stats.update(
                 open=None, high=None, low=None, volume=0, prev_close=symbol.price(tick.prev_close_ticks)
             )
-            self._emit_status(symbol, tick.ts, "NEW_DAY")
+            self._emit_status(symbol, ts, "NEW_DAY")
 
     def _on_trade(self, symbol: _Symbol, tick: Trade) -> None:
+        # The hottest function of the service, hence the locals and the inlined steps.
         size = tick.size
-        if size <= 0 or tick.price_ticks <= 0:
+        ticks = tick.price_ticks
+        if size <= 0 or ticks <= 0:
             log.warning("Dropped an impossible trade %r (feed bug)", tick)
             return
-        price = round(tick.price_ticks * symbol.scale, symbol.decimals)
+        price, text = symbol.prices.get(ticks) or symbol.rendered(ticks)
         stats = symbol.stats
         stats["last"] = price
         # Day statistics count the regular session, as exchanges and quote pages do; a feed
@@ -174,14 +197,16 @@ class Sequencer:
             elif price < stats["low"]:
                 stats["low"] = price
             stats["volume"] += size
-        # The hottest line of the service: a trade's JSON, rendered without building a dict.
-        # repr() of a float rounded to the tick is its shortest form, as orjson would write it.
-        stream = symbol.streams[TRADES]
+        # A trade's JSON, rendered without building a dict, and the Event built without
+        # the Python-level __new__ (same fields, same order: see events.Event).
+        stream = symbol.trades
         stream.seq = seq = stream.seq + 1
         ts = tick.ts
-        wire = f'{stream.prefix}{seq},"ts":{ts},"price":{price!r},"size":{size}}}'
-        self._publish(Event(TRADES, stream.sym, stream.epoch, seq, ts, {"price": price, "size": size}, stats, wire))
-        for ch, builder in symbol.bars.items():
+        wire = f'{stream.prefix}{seq},"ts":{ts},"price":{text},"size":{size}}}'
+        fields = {"price": price, "size": size}
+        event = (TRADES, stream.sym, stream.key, stream.epoch, seq, ts, fields, stats, wire, len(wire))
+        self._publish(_new_event(event))
+        for ch, builder in symbol.bars:
             bar = builder.add(ts, price, size)
             if bar is not None:
                 self._emit(ch, symbol, ts, bar)
@@ -195,4 +220,5 @@ class Sequencer:
         stream = symbol.streams[ch]
         stream.seq = seq = stream.seq + 1
         wire = f'{stream.prefix}{seq},"ts":{ts},{orjson.dumps(fields).decode()[1:]}'
-        self._publish(Event(ch, stream.sym, stream.epoch, seq, ts, fields, symbol.stats, wire))
+        self._publish(_new_event((ch, stream.sym, stream.key, stream.epoch, seq, ts, fields, symbol.stats, wire,
+                                  len(wire))))  # fmt: skip
