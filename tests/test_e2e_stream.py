@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
+from feeds.synthetic import SyntheticConfig
 from tests.conftest import StartServer
-from tests.helpers import SequenceChecker, Server, open_client, recv, send, subscribed, until
+from tests.helpers import SequenceChecker, Server, make_settings, open_client, recv, send, subscribed, until
 
 
 @pytest.fixture(params=["direct", "asgi"])
@@ -257,3 +259,36 @@ async def test_sequence_numbers_are_shared_by_all_clients(server: Server) -> Non
     assert all(seen_a[s] == seen_b[s] for s in common)
     await a.close()
     await b.close()
+
+
+async def test_many_clients_get_paced_frames_without_gaps(start_server: StartServer) -> None:
+    """Past the frame budget, clients get one frame per beat holding every event since the last."""
+    settings = make_settings(stream={"max_frames_per_s": 100, "pace_ms": 40, "max_pace_ms": 80})
+    feed = {"name": "load", "kind": "synthetic", "symbols": 4, "rate": 400, "burst_ms": 1}
+    server = await start_server(settings.model_copy(update={"feeds": [SyntheticConfig.model_validate(feed)]}))
+    clients = [(await subscribed(server, symbols=["*"], channels=["trades"]))[0] for _ in range(2)]
+    checkers = [SequenceChecker() for _ in clients]
+
+    async def read(ws: Any, checker: SequenceChecker) -> bool:
+        message = await recv(ws)
+        checker.feed(message)
+        return message["type"] == "data"
+
+    async with httpx.AsyncClient() as http:
+        # The pacer notices the connections within 50 ms; until then every event goes at once.
+        while (await http.get(f"{server.http}/healthz")).json()["pace_ms"] == 0:
+            for ws, checker in zip(clients, checkers, strict=True):
+                await read(ws, checker)
+        before = sum(checker.events for checker in checkers)
+        frames = 0
+        while frames < 20:
+            for ws, checker in zip(clients, checkers, strict=True):
+                frames += await read(ws, checker)
+        health = (await http.get(f"{server.http}/healthz")).json()
+    assert 40 <= health["pace_ms"] <= 80
+    assert all(checker.violations == [] for checker in checkers)
+    events = sum(checker.events for checker in checkers) - before
+    # 400 trades/s in 1 ms bursts, 40-80 ms beats: ~16 events per frame (unpaced: about 1).
+    assert events / frames > 5, (events, frames)
+    for ws in clients:
+        await ws.close()
