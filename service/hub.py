@@ -1,7 +1,8 @@
 """The hub: latest state per stream and who wants it. Hands events over without waiting.
 
-It is the only consumer of the bus in a process. Delivering an event is a loop of
-synchronous `deliver()` calls into each subscriber's outbox; no socket is ever awaited here.
+It is the only consumer of the bus in a process. A stream's events of one turn of the event
+loop go to its subscribers as one shared Chunk, which each subscriber's session absorbs into
+its outbox at the end of the turn; no socket is ever awaited here.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import Any, Protocol
 
 from service import protocol
 from service.bus import Bus
-from service.events import BAR_CHANNELS, BusMessage, Event, StreamKey, StreamRemoved, StreamReset
+from service.events import BAR_CHANNELS, BusMessage, Chunk, Event, StreamKey, StreamRemoved, StreamReset
 
 log = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    inbox: list[Event]
+    inbox: list[Chunk]
 
     def absorb(self) -> None: ...
 
@@ -35,7 +36,7 @@ class Subscriber(Protocol):
 class Stream:
     """What the hub knows of one (channel, symbol) stream."""
 
-    __slots__ = ("appenders", "ch", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
+    __slots__ = ("appenders", "ch", "chunk", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
 
     def __init__(self, reset: StreamReset, day: dict[str, dict[str, Any]]) -> None:
         self.key = reset.key
@@ -43,8 +44,9 @@ class Stream:
         self.ch = reset.ch
         self.sym = reset.sym
         self.subscribers: dict[Subscriber, None] = {}  # a dict keeps delivery order stable
-        # The subscribers' inbox.append, prebuilt: delivering is one call per subscriber.
-        self.appenders: list[Callable[[Event], None]] = []
+        # The subscribers' inbox.append, prebuilt: handing over a chunk is one call each.
+        self.appenders: list[Callable[[Chunk], None]] = []
+        self.chunk: Chunk | None = None  # open: this turn's events, already handed over
         self.restart(reset)
 
     def restart(self, reset: StreamReset) -> None:
@@ -85,7 +87,7 @@ class Hub:
         # batched: subscribers absorb once per event-loop iteration (the server); otherwise
         # after every event (plain synchronous use, as in the in-memory tests).
         self.batched = batched
-        self._touched: set[Stream] = set()
+        self._open: list[Stream] = []  # streams with an open chunk
         self._flush_scheduled = False
         self.clock = clock
         self.bar_history = bar_history
@@ -112,9 +114,14 @@ class Hub:
             if history is not None and message.fields["final"]:
                 history.append(message.fields)
             if stream.appenders:
+                chunk = stream.chunk
+                if chunk is not None:
+                    chunk.events.append(message)
+                    return
+                stream.chunk = chunk = Chunk(message)
                 for append in stream.appenders:
-                    append(message)
-                self._touched.add(stream)
+                    append(chunk)
+                self._open.append(stream)
                 if not self.batched:
                     self.flush()
                 elif not self._flush_scheduled:
@@ -134,14 +141,15 @@ class Hub:
                 self.symbols.append(message.sym)
                 self.symbols.sort()
             return
+        self.seal()
         stream.restart(message)
         for subscriber in list(stream.subscribers):
             subscriber.on_reset(stream, message.reason)
 
     def _remove(self, stream: Stream, reason: str) -> None:
+        self.seal()
         del self.streams[stream.key]
         self.bars.pop(stream.key, None)
-        self._touched.discard(stream)
         for subscriber in list(stream.subscribers):
             subscriber.on_removed(stream, reason)
         if not any(key[1] == stream.sym for key in self.streams):
@@ -156,10 +164,29 @@ class Hub:
             history.append(latest.fields)
         return history[-limit:] if limit else []
 
+    @property
+    def unsealed(self) -> bool:
+        return bool(self._open)
+
+    def seal(self) -> None:
+        """Close the open chunks: a stream's next event starts a new one.
+
+        Before a subscriber takes its chunks out of turn (it answers a request), and
+        before the set of subscribers of a stream changes, so that a chunk holds exactly
+        the events each of its holders should get.
+        """
+        for stream in self._open:
+            chunk = stream.chunk
+            if chunk is not None:
+                chunk.seal()
+                stream.chunk = None
+        self._open.clear()
+
     def flush(self) -> None:
-        """Let every subscriber that got events since the last flush absorb them."""
+        """Seal this turn's chunks and let every subscriber that got some absorb them."""
         self._flush_scheduled = False
-        touched, self._touched = self._touched, set()
+        touched = self._open[:]
+        self.seal()
         subscribers: set[Subscriber] = set()
         for stream in touched:
             subscribers.update(stream.subscribers)
@@ -171,11 +198,13 @@ class Hub:
                 subscriber.fail("delivery failed")
 
     def attach(self, key: StreamKey, subscriber: Subscriber) -> None:
+        self.seal()
         stream = self.streams[key]
         stream.subscribers[subscriber] = None
         stream.appenders = [s.inbox.append for s in stream.subscribers]
 
     def detach(self, key: StreamKey, subscriber: Subscriber) -> None:
+        self.seal()
         stream = self.streams.get(key)
         if stream is not None and stream.subscribers.pop(subscriber, 0) is None:
             stream.appenders = [s.inbox.append for s in stream.subscribers]

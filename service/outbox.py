@@ -17,7 +17,7 @@ import enum
 import operator
 from typing import Any
 
-from service.events import Event, StreamKey
+from service.events import Chunk, Event, StreamKey
 from service.protocol import data_frame, with_prev_seq
 
 FRAME_OVERHEAD = len(data_frame(()))
@@ -51,12 +51,13 @@ class Outbox:
         self.conflating = False
         self.conflated = 0  # events replaced by a newer one, for metrics and tests
         self.half = limit_bytes // 2
-        # Plain events are queued as the shared Event itself (no allocation per client);
-        # control frames as str; anything client-specific (prev_seq, replay) as an _Entry.
+        # Plain events are queued as the shared Event or Chunk itself (no allocation per
+        # client); control frames as str; anything client-specific (prev_seq, replay) as an
+        # _Entry.
         # A list, not a deque: it is empty most of the time, and an empty list holds no
         # storage where a deque keeps a 0.6 KB block, per connection. Frames take items
         # from the front in runs, so the front is cut once per frame.
-        self._items: list[Event | _Entry | str] = []
+        self._items: list[Event | Chunk | _Entry | str] = []
         self._special = 0  # queued items that are not plain events (control frames, _Entry)
         self.replay_bytes = 0  # replayed events queued, not counted in `bytes`
         self._pending: dict[StreamKey, _Entry] = {}  # conflatable entry per state stream
@@ -122,8 +123,8 @@ class Outbox:
         self.bytes += entry.size
         return Put.OK
 
-    def extend(self, events: list[Event], size: int) -> None:
-        """Queue plain events whose sizes add up to `size`; the caller checked the bounds."""
+    def extend(self, events: list[Chunk], size: int) -> None:
+        """Queue sealed chunks whose sizes add up to `size`; the caller checked the bounds."""
         self._items.extend(events)
         self.bytes += size
 
@@ -144,7 +145,7 @@ class Outbox:
         self.forget(key)
         kept = [e for e in self._items if isinstance(e, str) or e.key != key]
         self.bytes = sum(len(e) if isinstance(e, str) else e.size for e in kept)
-        self._special = sum(1 for e in kept if type(e) is not Event)
+        self._special = sum(1 for e in kept if type(e) is _Entry or type(e) is str)
         self.replay_bytes = sum(len(e.payload) for e in kept if type(e) is _Entry and e.size == 0)
         self._items = kept
 
@@ -182,14 +183,23 @@ class Outbox:
         queued: list[Any] = items  # checked by exact type below, faster than isinstance
         for item in queued:
             kind = type(item)
-            if kind is Event:
+            if kind is Event or kind is Chunk:
                 payload = item.wire
             elif kind is _Entry:
                 payload = item.payload
             else:
                 break  # a control frame: it goes out on its own, after this batch
-            if parts and size + 1 + len(payload) > self.batch_bytes:
-                break
+            if size + 1 + len(payload) > self.batch_bytes:
+                if kind is Chunk and len(item.events) > 1:
+                    # Split it: the head fills this frame, the rest stays first in line.
+                    head, rest = _split(item, self.batch_bytes - size - 1)
+                    if head is not None:
+                        queued[index] = rest
+                        parts.append(head.wire)
+                        taken += item.size - rest.size
+                        break
+                if parts:
+                    break
             index += 1
             if kind is _Entry:
                 self._special -= 1
@@ -213,3 +223,24 @@ class Outbox:
             self.conflating = False
             self._pending.clear()
             self._last_seq.clear()
+
+
+def _split(chunk: Chunk, room: int) -> tuple[Chunk | None, Chunk]:
+    """The chunk's leading events that fit in `room` bytes (None if not even one), and the rest.
+
+    New chunks: the original is shared with other connections and stays as it is.
+    """
+    size = -1
+    count = 0
+    for event in chunk.events:
+        if size + 1 + event.size > room:
+            break
+        size += 1 + event.size
+        count += 1
+    if count == 0:
+        return None, chunk
+    head, rest = Chunk(chunk.events[0]), Chunk(chunk.events[count])
+    head.events, rest.events = chunk.events[:count], chunk.events[count:]
+    head.seal()
+    rest.seal()
+    return head, rest

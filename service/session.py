@@ -16,7 +16,7 @@ from typing import Any
 from service import protocol
 from service.bus import ReplayRefused
 from service.config import StreamSettings
-from service.events import CHANNEL_KINDS, DEFAULT_CHANNELS, STATE_CHANNELS, Event, StreamKey
+from service.events import CHANNEL_KINDS, DEFAULT_CHANNELS, STATE_CHANNELS, Chunk, Event, StreamKey
 from service.hub import Hub, Stream
 from service.outbox import Outbox, Put
 from service.protocol import CloseCode, ErrorCode, ProtocolError
@@ -70,7 +70,7 @@ class Session:
         self.settings = settings
         self.peer = peer
         self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
-        self.inbox: list[Event] = []  # appended to by the hub, drained by absorb()
+        self.inbox: list[Chunk] = []  # appended to by the hub, drained by absorb()
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
         # Set by the runtime's pacer when there are many connections: queued events then
@@ -89,11 +89,11 @@ class Session:
     # --- from the hub -------------------------------------------------------------------
 
     def absorb(self) -> None:
-        """Move what the hub appended to `inbox` into the outbox.
+        """Move the chunks the hub handed over (see events.Chunk) into the outbox.
 
-        The hub appends events to every subscriber's inbox (one list append per client per
-        event) and calls this once per client per batch. The common case, a client with
-        room and no throttles, is one `extend`; everything else goes event by event.
+        The hub calls this once per client per turn of the event loop, with the turn's
+        chunks sealed. The common case, a client with room and no throttles, is one
+        `extend` of shared chunks; everything else goes event by event.
         """
         inbox = self.inbox
         if not inbox:
@@ -107,10 +107,17 @@ class Session:
                 if not self.paced:
                     self._wake()
                 return
-        events = inbox[:]
+        chunks = inbox[:]
         inbox.clear()
-        for event in events:
-            self.deliver(event)
+        for chunk in chunks:
+            for event in chunk.events:
+                self.deliver(event)
+
+    def _catch_up(self) -> None:
+        """Take what the hub handed over so far, out of turn: before an answer, a reset..."""
+        if self.inbox:
+            self.hub.seal()  # this turn's chunks end here: later events go in new ones
+            self.absorb()
 
     def deliver(self, event: Event) -> None:
         if self.fatal is not None:
@@ -174,7 +181,7 @@ class Session:
     def on_reset(self, stream: Stream, reason: str) -> None:
         if self.fatal is not None:
             return
-        self.absorb()  # the old epoch's events go out before the reset
+        self._catch_up()  # the old epoch's events go out before the reset
         self.outbox.forget(stream.key)
         throttle = self._throttles.get(stream.key)
         if throttle is not None:
@@ -187,7 +194,7 @@ class Session:
         """The stream no longer exists: tell the client, and drop the subscription."""
         if self.fatal is not None:
             return
-        self.absorb()
+        self._catch_up()
         self.subscriptions.pop(stream.key, None)
         self.outbox.forget(stream.key)
         self._throttles.pop(stream.key, None)
@@ -257,7 +264,7 @@ class Session:
             return
         # Whatever the hub handed over so far precedes this request's answers, and a
         # resume must see it before purging the stream's queue.
-        self.absorb()
+        self._catch_up()
         wait_s = self._bucket.take()
         if wait_s:
             self._rate_limited(wait_s, protocol.peek_id(text))
@@ -293,9 +300,8 @@ class Session:
     # --- internals ----------------------------------------------------------------------
 
     def _send(self, frame: str) -> None:
-        if self.inbox:
-            # Events the hub handed over before this answer go out before it (G2, G3).
-            self.absorb()
+        # Events the hub handed over before this answer go out before it (G2, G3).
+        self._catch_up()
         # Once the connection is ending nothing more is queued: a snapshot must not go out
         # without the ack (or reset) that an overflow refused before it.
         if self.fatal is None and self.outbox.put_control(frame) is Put.OVERFLOW:

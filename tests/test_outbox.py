@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from service.events import QUOTES, TRADES, Event, StreamKey
+from service.events import QUOTES, TRADES, Chunk, Event, StreamKey
 from service.outbox import Outbox, Put
 
 LIMIT = 4096
@@ -381,3 +381,31 @@ def test_clear_empties_everything() -> None:
     assert outbox.bytes == 0
     assert len(outbox) == 0
     assert outbox.take_frame() is None
+
+
+def chunk_of(events: list[Event]) -> Chunk:
+    chunk = Chunk(events[0])
+    chunk.events.extend(events[1:])
+    chunk.seal()
+    return chunk
+
+
+def test_chunks_bigger_than_a_frame_are_split_and_never_changed() -> None:
+    """A shared chunk past max_batch_bytes goes out over several frames, each within the bound."""
+    outbox = Outbox(LIMIT * 4, BATCH)
+    big = chunk_of([event(TRADES, "AAPL", seq) for seq in range(1, 41)])
+    small = chunk_of([event(TRADES, "MSFT", seq) for seq in range(1, 4)])
+    assert big.size > 2 * BATCH
+    wire_before = big.wire
+    outbox.put_control('{"type":"ack"}')
+    outbox.extend([big, small], big.size + small.size)
+    raw: list[str] = []
+    while (frame := outbox.take_frame()) is not None:
+        raw.append(frame)
+    assert raw[0] == '{"type":"ack"}'
+    assert len(raw) > 3
+    assert all(len(frame) <= BATCH for frame in raw)
+    got = [(e["sym"], e["seq"]) for e in events_of([json.loads(frame) for frame in raw])]
+    assert got == [("AAPL", seq) for seq in range(1, 41)] + [("MSFT", seq) for seq in range(1, 4)]
+    assert outbox.bytes == 0
+    assert big.wire == wire_before and len(big.events) == 40  # other connections still hold it
