@@ -21,6 +21,8 @@ import re
 import socket
 import sys
 import time
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -88,10 +90,12 @@ class Stats:
         self.events = 0
         self.gaps = 0
         self.disconnects = 0
-        self.latencies: list[float] = []
+        # An array, not a list: a list of a million floats is walked by every full garbage
+        # collection of this process, and those pauses would show up as server latency.
+        self.latencies = array("d")
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -73,6 +74,10 @@ def serve(args: argparse.Namespace) -> int:
         settings.stream.max_frame_bytes,
         "on" if settings.server.ws_per_message_deflate else "off",
     )
+    # What exists now (modules, settings, symbol state: ~50k objects) lives as long as the
+    # process. Frozen, the garbage collector's full collections skip it: they took 15-20 ms
+    # each under load, a latency spike for every client. Collection itself stays as is.
+    gc.freeze()
     uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
 

@@ -12,7 +12,7 @@ import pytest
 from feeds.base import Quote, Trade
 from feeds.random_walk import RandomWalkConfig, RandomWalkFeed
 from service.bus import ReplayRefused
-from service.bus.memory import MemoryBus
+from service.bus.memory import SEGMENT, MemoryBus
 from service.config import StreamSettings
 from service.events import CHANNEL_KINDS, QUOTES, TRADES, BusMessage, Event, StreamKey, StreamReset
 from service.hub import Hub
@@ -276,9 +276,30 @@ def test_replay_gives_exactly_the_events_after(after_seq: int) -> None:
     assert len(published) == 100
     replayed = world.bus.replay(key, world.epoch(*key), after_seq)
     assert [e.seq for e in replayed] == list(range(after_seq + 1, 101))
-    assert [(e.key, e.epoch, e.seq, e.ts, e.wire) for e in replayed] == [
-        (e.key, e.epoch, e.seq, e.ts, e.wire) for e in published[after_seq:]
+    assert [(e.key, e.epoch, e.seq, e.wire) for e in replayed] == [
+        (e.key, e.epoch, e.seq, e.wire) for e in published[after_seq:]
     ]
+
+
+@pytest.mark.parametrize("window", [1, 63, 64, 65, 150])
+def test_replay_window_is_exact_across_packed_segments(window: int) -> None:
+    """The ring packs old events by SEGMENT; what can be replayed is still exactly the window."""
+    bus = MemoryBus(window)
+    bus.publish(StreamReset(TRADES, "AAPL", "E1", "START", {}))
+    wires = [f'{{"ch":"trades","sym":"AAPL","seq":{seq},"note":"x{seq}"}}' for seq in range(1, 1001)]
+    for seq, wire in enumerate(wires, 1):
+        bus.publish(Event(TRADES, "AAPL", "E1", seq, seq, {}, {}, wire))
+        if seq in (1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5, 1000):
+            oldest = max(1, seq - window + 1)
+            for after in {oldest - 1, (oldest - 1 + seq) // 2, seq - 1, seq}:
+                replayed = bus.replay((TRADES, "AAPL"), "E1", after)
+                assert [(e.seq, e.wire) for e in replayed] == list(
+                    zip(range(after + 1, seq + 1), wires[after:seq], strict=True)
+                )
+            if oldest > 1:
+                with pytest.raises(ReplayRefused) as info:
+                    bus.replay((TRADES, "AAPL"), "E1", oldest - 2)
+                assert info.value.reason == "TOO_OLD"
 
 
 def test_replay_window_edge() -> None:
