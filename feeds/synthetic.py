@@ -76,9 +76,10 @@ class SyntheticFeed:
             count = int(due)
             due -= count
             now_ms = int(self._clock() * 1000)
+            uniform = rng.random
             for _ in range(count):
-                prices[index] = max(100, prices[index] + rng.choice((-1, 1)))
-                emit(Trade(names[index], now_ms, prices[index], 100))
+                prices[index] = price = max(100, prices[index] + (1 if uniform() < 0.5 else -1))
+                emit(Trade(names[index], now_ms, price, 100))
                 index = (index + 1) % len(names)
             # A server that cannot keep up gets bigger bursts, and the benchmark sees the
             # latency grow.

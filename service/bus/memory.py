@@ -83,12 +83,12 @@ class MemoryBus:
         self._rings: dict[StreamKey, _Ring] = {}
 
     def publish(self, message: BusMessage) -> None:
-        if isinstance(message, StreamReset):
+        if type(message) is Event:
+            self._rings[message.key].append(message.seq, message.wire)
+        elif isinstance(message, StreamReset):
             self._rings[message.key] = _Ring(message.ch, message.sym, message.epoch, self._window)
         elif isinstance(message, StreamRemoved):
             self._rings.pop(message.key, None)
-        else:
-            self._rings[message.key].append(message.seq, message.wire)
         for handler in self._handlers:
             try:
                 handler(message)
