@@ -63,6 +63,7 @@ class Pump:
     def run(self) -> None:
         session = self.session
         writer = self.writer
+        sent = False
         while session.fatal is None and not writer.paused:
             frame, throttle_due = session.next_frame()
             if frame is None:
@@ -71,9 +72,11 @@ class Pump:
                     if self._timer is not None:
                         self._timer.cancel()
                     self._timer = asyncio.get_running_loop().call_later(throttle_due, self.want)
-                return
+                break
             if not writer.write_text(frame):
-                return  # the connection is closing: the endpoint's reader sees it end
+                break  # the connection is closing: the endpoint's reader sees it end
+            sent = True
+        if sent:
             session.last_sent = time.monotonic()
 
     def stop(self) -> None:

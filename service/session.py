@@ -219,7 +219,7 @@ class Session:
 
         Data and control frames come first; a heartbeat only when nothing else is queued.
         """
-        throttle_due = self.flush_throttled()
+        throttle_due = self.flush_throttled() if self._held else None
         frame = self.outbox.take_frame()
         if frame is None and self.heartbeat_due:
             frame = protocol.heartbeat(self.hub.now_ms())

@@ -20,7 +20,6 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
 
 EXTENSION = "stockpush.direct_writer"
 
@@ -54,10 +53,13 @@ class DirectWriter:
     def write_text(self, text: str) -> bool:
         """Write one text frame now; False once the connection is closing or gone."""
         protocol = self._protocol
-        if protocol.close_sent or protocol.disconnected or protocol.conn.state is not State.OPEN:
+        transport = protocol.transport
+        # Every way out of OPEN (our close frame, the peer's, a protocol error, a lost
+        # connection) sets close_sent or closes the transport in uvicorn's protocol.
+        if protocol.close_sent or transport.is_closing():
             return False
         data = text.encode()
-        protocol.transport.writelines((text_frame_header(len(data)), data))
+        transport.writelines((text_frame_header(len(data)), data))
         return True
 
     def handshake_done(self) -> None:
