@@ -36,7 +36,7 @@ class Subscriber(Protocol):
 class Stream:
     """What the hub knows of one (channel, symbol) stream."""
 
-    __slots__ = ("appenders", "ch", "chunk", "day", "epoch", "key", "latest", "seq", "subscribers", "sym")
+    __slots__ = ("appenders", "ch", "chunk", "day", "epoch", "history", "key", "latest", "seq", "subscribers", "sym")
 
     def __init__(self, reset: StreamReset, day: dict[str, dict[str, Any]]) -> None:
         self.key = reset.key
@@ -47,6 +47,7 @@ class Stream:
         # The subscribers' inbox.append, prebuilt: handing over a chunk is one call each.
         self.appenders: list[Callable[[Chunk], None]] = []
         self.chunk: Chunk | None = None  # open: this turn's events, already handed over
+        self.history: deque[dict[str, Any]] | None = None  # final bars, for a bars stream
         self.restart(reset)
 
     def restart(self, reset: StreamReset) -> None:
@@ -109,8 +110,9 @@ class Hub:
                 return
             stream.seq = message.seq
             stream.latest = message
-            self.day[message.sym] = message.stats
-            history = self.bars.get(message.key)
+            # (The symbol's day statistics are the object its StreamReset brought: an event
+            # carries that same dict, updated in place.)
+            history = stream.history
             if history is not None and message.fields["final"]:
                 history.append(message.fields)
             if stream.appenders:
@@ -136,7 +138,8 @@ class Hub:
         if stream is None:
             self.streams[message.key] = Stream(message, self.day)
             if message.ch in BAR_CHANNELS:
-                self.bars[message.key] = deque(maxlen=self.bar_history)
+                history = self.bars[message.key] = deque(maxlen=self.bar_history)
+                self.streams[message.key].history = history
             if message.sym not in self.symbols:
                 self.symbols.append(message.sym)
                 self.symbols.sort()
