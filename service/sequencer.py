@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from feeds.base import STATUSES, NewDay, Quote, Status, SymbolSpec, Tick, Trade
-from service.bars import BarBuilder
+from service.bars import Bars
 from service.events import (
     BAR_CHANNELS,
     CHANNEL_KINDS,
@@ -69,7 +69,7 @@ class _Symbol:
         self.spec = spec
         self.decimals = spec.price_decimals
         self.scale = float(spec.tick_size)
-        self.bars = [(ch, BarBuilder(interval)) for ch, interval in BAR_CHANNELS.items()]
+        self.bars = Bars(BAR_CHANNELS)
         self.streams = {ch: _Stream(ch, spec.symbol, epoch) for ch in CHANNEL_KINDS}
         self.trades = self.streams[TRADES]
         self.prices: dict[int, tuple[float, str]] = {}  # price in ticks -> (price, its JSON)
@@ -149,9 +149,9 @@ class Sequencer:
             log.warning("Dropped a tick for unregistered symbol %r (feed bug)", tick.symbol)
             return
         ts = tick.ts
-        for ch, builder in symbol.bars:
-            if 0 <= builder.end <= ts:
-                self._emit(ch, symbol, ts, builder.finish())
+        if ts >= symbol.bars.due:
+            for ch, bar in symbol.bars.close_due(ts):
+                self._emit(ch, symbol, ts, bar)
         if type(tick) is Trade:
             self._on_trade(symbol, tick)
         elif isinstance(tick, Quote):
@@ -206,9 +206,9 @@ class Sequencer:
         fields = {"price": price, "size": size}
         event = (TRADES, stream.sym, stream.key, stream.epoch, seq, ts, fields, stats, wire, len(wire))
         self._publish(_new_event(event))
-        for ch, builder in symbol.bars:
-            bar = builder.add(ts, price, size)
-            if bar is not None:
+        updates = symbol.bars.add(ts, price, size)
+        if updates:
+            for ch, bar in updates:
                 self._emit(ch, symbol, ts, bar)
 
     def _emit_status(self, symbol: _Symbol, ts: int, reason: str) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
+import pytest
+
 from feeds.base import NewDay, Quote, Status, Trade
-from service.bars import BarBuilder
+from service.bars import BarBuilder, Bars
 from service.events import QUOTES, STATUS, TRADES
 from tests.test_core import Client, World, data_events, of_type
 
@@ -26,6 +29,30 @@ def test_bar_builder_publishes_forming_bars_sparingly_and_finals_once() -> None:
     final = builder.close_if_due(11_000)
     assert final == {**update, "final": True}
     assert builder.close_if_due(12_000) is None  # nothing forming: no empty bars
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bars_publish_exactly_what_one_builder_per_interval_would(seed: int) -> None:
+    """Bars sums most trades once for all intervals; what it publishes must not change."""
+    rng = random.Random(seed)
+    intervals = {"bars.1s": 1_000, "bars.1m": 60_000}
+    bars = Bars(intervals)
+    reference = {ch: BarBuilder(interval) for ch, interval in intervals.items()}
+    got: list[tuple[str, dict[str, Any]]] = []
+    expected: list[tuple[str, dict[str, Any]]] = []
+    ts = 1_000_000
+    for _ in range(5_000):
+        ts += rng.choice([0, 1, 3, 20, 90, 400, 2_500, 70_000])
+        # Any tick may close a bar; only trades fold in.
+        if ts >= bars.due:
+            got += bars.close_due(ts)
+        expected += [(ch, bar) for ch, b in reference.items() if (bar := b.close_if_due(ts)) is not None]
+        if rng.random() < 0.8:
+            price, size = round(rng.uniform(9, 11), 2), rng.randint(1, 500)
+            got += bars.add(ts, price, size) or []
+            expected += [(ch, bar) for ch, b in reference.items() if (bar := b.add(ts, price, size)) is not None]
+    assert len(expected) > 100
+    assert got == expected
 
 
 def _bars_from(events: list[Any], ch: str) -> dict[int, dict[str, Any]]:
