@@ -68,6 +68,20 @@ Tick = Trade | Quote | Status | NewDay
 Emit = Callable[[Tick], None]
 
 
+def emit_burst(emit: Emit, ticks: list[Tick]) -> None:
+    """Emit ticks that happened together.
+
+    In one call where the receiver takes bursts (the service's sequencer does: it publishes
+    them as one, which saves several calls per tick downstream), else tick by tick.
+    """
+    burst = getattr(emit, "burst", None)
+    if burst is not None:
+        burst(ticks)
+    else:
+        for tick in ticks:
+            emit(tick)
+
+
 class FeedConfig(Protocol):
     name: str
 

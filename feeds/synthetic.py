@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from feeds.base import Emit, Status, SymbolSpec, Trade
+from feeds.base import Emit, Status, SymbolSpec, Tick, Trade, emit_burst
 
 
 class SyntheticConfig(BaseModel):
@@ -77,10 +77,12 @@ class SyntheticFeed:
             due -= count
             now_ms = int(self._clock() * 1000)
             uniform = rng.random
+            burst: list[Tick] = []
             for _ in range(count):
                 prices[index] = price = max(100, prices[index] + (1 if uniform() < 0.5 else -1))
-                emit(Trade(names[index], now_ms, price, 100))
+                burst.append(Trade(names[index], now_ms, price, 100))
                 index = (index + 1) % len(names)
+            emit_burst(emit, burst)
             # A server that cannot keep up gets bigger bursts, and the benchmark sees the
             # latency grow.
             next_at = max(next_at + interval, loop.time())

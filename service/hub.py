@@ -97,17 +97,23 @@ class Hub:
         self.streams: dict[StreamKey, Stream] = {}
         self.symbols: list[str] = []
         self.day: dict[str, dict[str, Any]] = {}
-        self._unsubscribe = bus.subscribe(self.on_message)
+        self._unsubscribe = bus.subscribe(self.on_messages)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def on_message(self, message: BusMessage) -> None:
-        stream = self.streams.get(message.key)
-        if isinstance(message, Event):
+    def on_messages(self, messages: list[BusMessage]) -> None:
+        """Take a burst from the bus: events into open chunks, resets and removals in order."""
+        streams = self.streams
+        opened = False
+        for message in messages:
+            if not isinstance(message, Event):
+                self._on_control(message)
+                continue
+            stream = streams.get(message.key)
             if stream is None or message.epoch != stream.epoch:
                 log.warning("Dropped %r: its stream was never started (bus out of order?)", message)
-                return
+                continue
             stream.seq = message.seq
             stream.latest = message
             # (The symbol's day statistics are the object its StreamReset brought: an event
@@ -119,17 +125,20 @@ class Hub:
                 chunk = stream.chunk
                 if chunk is not None:
                     chunk.events.append(message)
-                    return
+                    continue
                 stream.chunk = chunk = Chunk(message)
                 for append in stream.appenders:
                     append(chunk)
                 self._open.append(stream)
+                opened = True
                 if not self.batched:
                     self.flush()
-                elif not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    asyncio.get_running_loop().call_soon(self.flush)
-            return
+        if opened and self.batched and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def _on_control(self, message: StreamReset | StreamRemoved) -> None:
+        stream = self.streams.get(message.key)
         if isinstance(message, StreamRemoved):
             if stream is not None:
                 self._remove(stream, message.reason)

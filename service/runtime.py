@@ -31,7 +31,7 @@ class Runtime:
         self.config_path = config_path
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
         self.hub = Hub(self.bus, batched=True)  # subscribes first, so it sees every stream start
-        self.sequencer = Sequencer(self.bus.publish)
+        self.sequencer = Sequencer(self.bus.publish_many)
         self.supervisors: list[FeedSupervisor] = []
         for feed_config in settings.feeds:
             feed = feed_config.build()

@@ -100,8 +100,11 @@ class _Symbol:
 
 
 class Sequencer:
-    def __init__(self, publish: Callable[[BusMessage], None]) -> None:
-        self._publish = publish
+    def __init__(self, publish_many: Callable[[list[BusMessage]], None]) -> None:
+        self._publish_many = publish_many
+        # What was sequenced and not yet published: a tick's events, or a whole burst's.
+        self._out: list[BusMessage] = []
+        self._publish = self._out.append
         self._symbols: dict[str, _Symbol] = {}
 
     @property
@@ -117,6 +120,7 @@ class Sequencer:
             symbol = self._symbols[spec.symbol] = _Symbol(spec, epoch)
             for ch in CHANNEL_KINDS:
                 self._publish(StreamReset(ch, spec.symbol, epoch, "START", symbol.stats))
+        self._flush()
 
     def replace(self, specs: Iterable[SymbolSpec], reason: str) -> None:
         """Re-register symbols with new specs (tick size, previous close): a new epoch each."""
@@ -125,6 +129,7 @@ class Sequencer:
             symbol = self._symbols[spec.symbol] = _Symbol(spec, epoch)
             for ch in CHANNEL_KINDS:
                 self._publish(StreamReset(ch, spec.symbol, epoch, reason, symbol.stats))
+        self._flush()
 
     def unregister(self, symbols: Iterable[str], reason: str) -> None:
         """Stop publishing symbols: their streams are removed for subscribers."""
@@ -132,6 +137,7 @@ class Sequencer:
             if self._symbols.pop(sym, None) is not None:
                 for ch in CHANNEL_KINDS:
                     self._publish(StreamRemoved(ch, sym, reason))
+        self._flush()
 
     def reset(self, symbols: Iterable[str], reason: str) -> None:
         """Give the symbols' streams a new epoch: their history is gone for subscribers."""
@@ -141,9 +147,35 @@ class Sequencer:
             for ch, stream in symbol.streams.items():
                 stream.epoch, stream.seq = epoch, 0
                 self._publish(StreamReset(ch, sym, epoch, reason, symbol.stats))
+        self._flush()
         log.info("Streams of %s restart in epoch %s (%s)", ", ".join(symbols), epoch, reason)
 
     def on_tick(self, tick: Tick) -> None:
+        """Sequence one tick and publish what it made."""
+        self._sequence(tick)
+        self._flush()
+
+    __call__ = on_tick  # a sequencer is what feeds emit to
+
+    def burst(self, ticks: Iterable[Tick]) -> None:
+        """Sequence ticks that happened together and publish them as one burst.
+
+        The bus and the hub then take the burst in one call each, instead of one per event.
+        """
+        try:
+            for tick in ticks:
+                self._sequence(tick)
+        finally:
+            self._flush()  # what was sequenced before a failure has its seqs: it goes out
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            self._publish = self._out.append
+            self._publish_many(out)
+
+    def _sequence(self, tick: Tick) -> None:
         symbol = self._symbols.get(tick.symbol)
         if symbol is None:
             log.warning("Dropped a tick for unregistered symbol %r (feed bug)", tick.symbol)

@@ -46,7 +46,7 @@ class FeedSupervisor:
             self.state = "running"
             started = time.monotonic()
             try:
-                await self.feed.run(self.sequencer.on_tick)
+                await self.feed.run(self.sequencer)
             except Exception as exc:
                 self.restarts += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

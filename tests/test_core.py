@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from feeds.base import Quote, Trade
+from feeds.base import Quote, Tick, Trade, emit_burst
 from feeds.random_walk import RandomWalkConfig, RandomWalkFeed
 from service.bus import ReplayRefused
 from service.bus.memory import SEGMENT, MemoryBus
@@ -44,6 +44,9 @@ class FakeClock:
         return int(self.now * 1000)
 
 
+CHANNEL_KINDS_ALL = tuple(CHANNEL_KINDS)
+
+
 class World:
     """One process's core: feed -> sequencer -> memory bus -> hub, stepped by hand."""
 
@@ -52,8 +55,8 @@ class World:
         self.bus = MemoryBus(window)
         self.hub = Hub(self.bus, clock=self.clock)  # subscribes first, as in the runtime
         self.published: list[BusMessage] = []
-        self.bus.subscribe(self.published.append)
-        self.sequencer = Sequencer(self.bus.publish)
+        self.bus.subscribe(self.published.extend)
+        self.sequencer = Sequencer(self.bus.publish_many)
         config = RandomWalkConfig(
             kind="random_walk", name="sim", seed=seed, activity=1.0, trade_ratio=0.5, symbols=SYMBOLS
         )
@@ -261,6 +264,38 @@ def test_impossible_ticks_are_dropped_without_using_a_seq() -> None:
     assert world.events() == []
     world.sequencer.on_tick(Trade("AAPL", 2, 18950, 100))
     assert [(e.key, e.seq, e.fields["price"]) for e in world.events()] == [((TRADES, "AAPL"), 1, 189.5)]
+
+
+def test_a_burst_publishes_what_tick_by_tick_would_in_one_bus_call() -> None:
+    """Sequencer.burst: same events and seqs as on_tick one by one, one publish for them all."""
+    ticks: list[Tick] = [Trade(sym, 1_000 + i, 18_000 + i, 100) for i in range(20) for sym in ("AAPL", "MSFT")]
+    worlds = [World(), World()]
+    calls: list[int] = []
+    worlds[1].bus.subscribe(lambda messages: calls.append(len(messages)))
+    for tick in ticks:
+        worlds[0].sequencer.on_tick(tick)
+    emit_burst(worlds[1].sequencer, ticks)
+    assert calls == [len(worlds[1].events(CHANNEL_KINDS_ALL))]
+    wires = [[(e.key, e.seq, e.wire) for e in world.events(CHANNEL_KINDS_ALL)] for world in worlds]
+    assert wires[0] == wires[1]
+    assert len(wires[1]) > len(ticks)  # the trades, and bars
+
+
+def test_a_failing_tick_mid_burst_still_publishes_what_was_sequenced() -> None:
+    world = World()
+    good = Trade("AAPL", 1, 18_000, 100)
+    broken = Trade("AAPL", 2, "not ticks", 100)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        world.sequencer.burst([good, broken])
+    assert [e.seq for e in world.events((TRADES,))] == [1]
+    assert world.seq(TRADES, "AAPL") == 1
+
+
+def test_emit_burst_falls_back_to_one_call_per_tick() -> None:
+    got: list[Tick] = []
+    ticks: list[Tick] = [Trade("AAPL", 1, 1, 1), Trade("MSFT", 1, 1, 1)]
+    emit_burst(got.append, ticks)
+    assert got == ticks
 
 
 # --- the replay ring -----------------------------------------------------------------------

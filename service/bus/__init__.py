@@ -13,7 +13,8 @@ from service.events import BusMessage, Event, StreamKey
 if TYPE_CHECKING:
     from service.config import BusSettings
 
-Handler = Callable[[BusMessage], None]
+# A handler gets messages in publish order, a burst at a time (often a list of one).
+Handler = Callable[[list[BusMessage]], None]
 
 
 class ReplayRefused(Exception):  # noqa: N818 - a result, not an error: the reason goes on the wire
@@ -27,6 +28,9 @@ class ReplayRefused(Exception):  # noqa: N818 - a result, not an error: the reas
 class Bus(Protocol):
     def publish(self, message: BusMessage) -> None:
         """Deliver to every handler; never waits on a consumer."""
+
+    def publish_many(self, messages: list[BusMessage]) -> None:
+        """Deliver a burst, in order, with one call per handler; never waits on a consumer."""
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
         """Call `handler` for every message from now on; returns the unsubscribe function."""

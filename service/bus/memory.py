@@ -83,18 +83,23 @@ class MemoryBus:
         self._rings: dict[StreamKey, _Ring] = {}
 
     def publish(self, message: BusMessage) -> None:
-        if type(message) is Event:
-            self._rings[message.key].append(message.seq, message.wire)
-        elif isinstance(message, StreamReset):
-            self._rings[message.key] = _Ring(message.ch, message.sym, message.epoch, self._window)
-        elif isinstance(message, StreamRemoved):
-            self._rings.pop(message.key, None)
+        self.publish_many([message])
+
+    def publish_many(self, messages: list[BusMessage]) -> None:
+        rings = self._rings
+        for message in messages:
+            if type(message) is Event:
+                rings[message.key].append(message.seq, message.wire)
+            elif isinstance(message, StreamReset):
+                rings[message.key] = _Ring(message.ch, message.sym, message.epoch, self._window)
+            elif isinstance(message, StreamRemoved):
+                rings.pop(message.key, None)
         for handler in self._handlers:
             try:
-                handler(message)
+                handler(messages)
             except Exception:
                 # One broken consumer must not stop delivery to the others.
-                log.exception("Bus handler %r failed on %r", handler, message)
+                log.exception("Bus handler %r failed on %d message(s)", handler, len(messages))
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
         self._handlers.append(handler)
