@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from feeds.base import Emit, Status, SymbolSpec, Tick, Trade, emit_burst
 
+MAX_LAG_S = 0.05
+
 
 class SyntheticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -71,7 +73,10 @@ class SyntheticFeed:
         while True:
             now = loop.time()
             # Owed events follow elapsed time, not the number of bursts: sleeps overshoot.
-            due += cfg.rate * (now - last)
+            # A server that cannot keep up is owed at most MAX_LAG_S of events: past that
+            # the rest are never made (the delivered rate falls short, the benchmark sees
+            # it), rather than bursts that grow without end and fill the memory.
+            due = min(due + cfg.rate * (now - last), cfg.rate * MAX_LAG_S + 1)
             last = now
             count = int(due)
             due -= count
@@ -83,7 +88,5 @@ class SyntheticFeed:
                 burst.append(Trade(names[index], now_ms, price, 100))
                 index = (index + 1) % len(names)
             emit_burst(emit, burst)
-            # A server that cannot keep up gets bigger bursts, and the benchmark sees the
-            # latency grow.
             next_at = max(next_at + interval, loop.time())
             await self._sleep(next_at - loop.time())

@@ -95,9 +95,9 @@ BusMessage = Event | StreamReset | StreamRemoved
 class Chunk:
     """Consecutive events of one stream handed to its subscribers together, encoded once.
 
-    The hub opens a chunk at a stream's first event in a turn of the event loop, gives it
-    to every subscriber at once, and appends the turn's further events to it; sealing it
-    renders `wire`, the events' JSON joined by commas, shared by every connection. Per
+    The hub opens a chunk at a stream's first event in a turn of the event loop and
+    appends the turn's further events to it; sealing it renders `wire`, the events' JSON
+    joined by commas, and hands it to every subscriber, shared by every connection. Per
     event, fan-out then costs one list append, not one per subscriber.
     """
 
@@ -113,6 +113,25 @@ class Chunk:
         events = self.events
         self.wire = events[0].wire if len(events) == 1 else ",".join([e.wire for e in events])
         self.size = len(self.wire)
+
+    def pieces(self, limit: int) -> list[Chunk]:
+        """The sealed events as consecutive sealed chunks of about `limit` bytes each."""
+        out: list[Chunk] = []
+        piece: Chunk | None = None
+        for event in self.events:
+            if piece is None or piece.size + 1 + event.size > limit:
+                if piece is not None:
+                    piece.seal()
+                    out.append(piece)
+                piece = Chunk(event)
+                piece.size = event.size
+            else:
+                piece.events.append(event)
+                piece.size += 1 + event.size
+        assert piece is not None
+        piece.seal()
+        out.append(piece)
+        return out
 
     def __repr__(self) -> str:
         return f"Chunk({self.key[0]}/{self.key[1]} x{len(self.events)})"

@@ -46,7 +46,7 @@ class Stream:
         self.subscribers: dict[Subscriber, None] = {}  # a dict keeps delivery order stable
         # The subscribers' inbox.append, prebuilt: handing over a chunk is one call each.
         self.appenders: list[Callable[[Chunk], None]] = []
-        self.chunk: Chunk | None = None  # open: this turn's events, already handed over
+        self.chunk: Chunk | None = None  # open: this turn's events, handed over when sealed
         self.history: deque[dict[str, Any]] | None = None  # final bars, for a bars stream
         self.restart(reset)
 
@@ -83,12 +83,17 @@ class Hub:
         bar_history: int = 1000,
         *,
         batched: bool = False,
+        chunk_bytes: int = 16_384,
     ) -> None:
         self.bus = bus
         # batched: subscribers absorb once per event-loop iteration (the server); otherwise
         # after every event (plain synchronous use, as in the in-memory tests).
         self.batched = batched
+        self.chunk_bytes = chunk_bytes  # the most a chunk handed to subscribers holds
         self._open: list[Stream] = []  # streams with an open chunk
+        # Streams whose chunks were handed over since the last flush (some out of turn, by a
+        # session answering a request): their subscribers absorb at the next flush.
+        self._sealed: list[Stream] = []
         self._flush_scheduled = False
         self.clock = clock
         self.bar_history = bar_history
@@ -126,9 +131,7 @@ class Hub:
                 if chunk is not None:
                     chunk.events.append(message)
                     continue
-                stream.chunk = chunk = Chunk(message)
-                for append in stream.appenders:
-                    append(chunk)
+                stream.chunk = Chunk(message)
                 self._open.append(stream)
                 opened = True
                 if not self.batched:
@@ -190,15 +193,22 @@ class Hub:
         for stream in self._open:
             chunk = stream.chunk
             if chunk is not None:
-                chunk.seal()
                 stream.chunk = None
+                chunk.seal()
+                # A big chunk (a burst after a stall) goes out in pieces that fit a frame,
+                # split here once for every subscriber rather than by each outbox.
+                pieces = [chunk] if chunk.size <= self.chunk_bytes else chunk.pieces(self.chunk_bytes)
+                for append in stream.appenders:
+                    for piece in pieces:
+                        append(piece)
+                self._sealed.append(stream)
         self._open.clear()
 
     def flush(self) -> None:
         """Seal this turn's chunks and let every subscriber that got some absorb them."""
         self._flush_scheduled = False
-        touched = self._open[:]
         self.seal()
+        touched, self._sealed = self._sealed, []
         subscribers: set[Subscriber] = set()
         for stream in touched:
             subscribers.update(stream.subscribers)

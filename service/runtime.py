@@ -30,7 +30,8 @@ class Runtime:
         self.settings = settings
         self.config_path = config_path
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
-        self.hub = Hub(self.bus, batched=True)  # subscribes first, so it sees every stream start
+        # The hub subscribes first, so it sees every stream start.
+        self.hub = Hub(self.bus, batched=True, chunk_bytes=max(1024, settings.stream.max_batch_bytes // 4))
         self.sequencer = Sequencer(self.bus.publish_many)
         self.supervisors: list[FeedSupervisor] = []
         for feed_config in settings.feeds:

@@ -114,10 +114,9 @@ class Session:
                 self.deliver(event)
 
     def _catch_up(self) -> None:
-        """Take what the hub handed over so far, out of turn: before an answer, a reset..."""
-        if self.inbox:
-            self.hub.seal()  # this turn's chunks end here: later events go in new ones
-            self.absorb()
+        """Take what the hub has for this client so far, out of turn: before an answer, a reset..."""
+        self.hub.seal()  # this turn's chunks end here and are handed over; later events go in new ones
+        self.absorb()
 
     def deliver(self, event: Event) -> None:
         if self.fatal is not None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from feeds.base import Quote, Tick, Trade, emit_burst
+from feeds.base import Quote, SymbolSpec, Tick, Trade, emit_burst
 from feeds.random_walk import RandomWalkConfig, RandomWalkFeed
 from service.bus import ReplayRefused
 from service.bus.memory import SEGMENT, MemoryBus
@@ -296,6 +298,26 @@ def test_emit_burst_falls_back_to_one_call_per_tick() -> None:
     ticks: list[Tick] = [Trade("AAPL", 1, 1, 1), Trade("MSFT", 1, 1, 1)]
     emit_burst(got.append, ticks)
     assert got == ticks
+
+
+async def test_chunks_sealed_out_of_turn_still_reach_every_subscriber() -> None:
+    """One client answering a request seals the turn's chunks; the others still get them."""
+    bus = MemoryBus(100)
+    hub = Hub(bus, batched=True)
+    sequencer = Sequencer(bus.publish_many)
+    sequencer.register([SymbolSpec("AAPL", Decimal("0.01"), 18_000)])
+    sessions = [Session(hub, StreamSettings(), wake=lambda: None, on_fatal=lambda: None, clock=time.time)
+                for _ in range(2)]  # fmt: skip
+    for session in sessions:
+        session.on_text(json.dumps({"op": "subscribe", "channels": ["trades"], "symbols": ["AAPL"], "snapshot": False}))
+        while session.outbox.take_frame() is not None:
+            pass
+    sequencer.on_tick(Trade("AAPL", 1, 18_001, 100))
+    sessions[0].on_text(json.dumps({"op": "ping"}))  # out of turn: seals and absorbs
+    await asyncio.sleep(0)  # the turn ends: the hub's flush
+    for session in sessions:
+        frames = [json.loads(f) for f in iter(session.outbox.take_frame, None)]
+        assert [e["seq"] for f in frames if f["type"] == "data" for e in f["events"]] == [1]
 
 
 # --- the replay ring -----------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,9 +12,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from feeds.base import Feed, FeedConfig
+from feeds.base import Feed, FeedConfig, Tick
 from feeds.market_config import MarketConfig
 from feeds.replay import ReplayConfig
+from feeds.synthetic import MAX_LAG_S, SyntheticConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "feeds/data/sample-minute-aggs.csv.gz"
@@ -313,3 +316,26 @@ def test_documented_default_market_is_valid() -> None:
     assert all(m.start == "open" and m.time_scale >= 10 for m in sims)
     names = [n for m in models for n in m.symbol_names()]
     assert len(names) == len(set(names)), "no symbol is published twice"
+
+
+async def test_synthetic_feed_owes_a_slow_receiver_at_most_max_lag() -> None:
+    """A receiver slower than the rate gets capped bursts, not ever bigger ones (memory)."""
+    config = SyntheticConfig(kind="synthetic", name="load", symbols=10, rate=100_000, burst_ms=5)
+    sizes: list[int] = []
+
+    class SlowSink:
+        def __call__(self, tick: Tick) -> None:
+            pass
+
+        def burst(self, ticks: list[Tick]) -> None:
+            sizes.append(len(ticks))
+            time.sleep(0.2)  # 20k events' worth of time per burst
+
+    task = asyncio.create_task(config.build().run(SlowSink()))
+    while len(sizes) < 4:
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert MAX_LAG_S == 0.05
+    assert max(sizes) <= 5_001  # 0.2 s behind per burst would owe 20,000
+    assert sizes[-1] >= 4_500  # behind: every burst is a full one
