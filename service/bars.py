@@ -58,13 +58,7 @@ class BarBuilder:
             self.trades = 1
             self.last_update_ts = ts
             return self._bar(False)
-        if price > self.high:
-            self.high = price
-        elif price < self.low:
-            self.low = price
-        self.close = price
-        self.volume += size
-        self.trades += 1
+        self.merge(price, price, price, size, 1)
         if ts - self.last_update_ts >= self.min_gap_ms:
             self.last_update_ts = ts
             return self._bar(False)
