@@ -179,10 +179,6 @@ class Hub:
             history.append(latest.fields)
         return history[-limit:] if limit else []
 
-    @property
-    def unsealed(self) -> bool:
-        return bool(self._open)
-
     def seal(self) -> None:
         """Close the open chunks: a stream's next event starts a new one.
 

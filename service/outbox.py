@@ -190,16 +190,17 @@ class Outbox:
             else:
                 break  # a control frame: it goes out on its own, after this batch
             if size + 1 + len(payload) > self.batch_bytes:
+                if parts:
+                    break  # it goes first in the next frame
                 if kind is Chunk and len(item.events) > 1:
-                    # Split it: the head fills this frame, the rest stays first in line.
+                    # Bigger than a whole frame (the hub cuts chunks smaller, so rarely):
+                    # the head fills this frame, the rest stays first in line.
                     head, rest = _split(item, self.batch_bytes - size - 1)
                     if head is not None:
                         queued[index] = rest
                         parts.append(head.wire)
                         taken += item.size - rest.size
                         break
-                if parts:
-                    break
             index += 1
             if kind is _Entry:
                 self._special -= 1
