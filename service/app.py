@@ -150,7 +150,7 @@ async def healthz(request: Request) -> Response:
         "status": "ok" if healthy else "degraded",
         "version": __version__,
         "connections": len(runtime.connections),
-        "pace_ms": round(runtime.pace_s * 1000, 1),  # 0: every event goes out at once
+        "pace_ms": round(runtime.pacer.pace_s * 1000, 1),  # 0: every event goes out at once
         "feeds": feeds,
     }
     return ORJSONResponse(body, status_code=200 if healthy else 503)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import orjson
+
 StreamKey = tuple[str, str]  # (channel, symbol)
 
 TRADES = "trades"
@@ -20,6 +22,13 @@ CHANNEL_KINDS: dict[str, str] = {
 # What `subscribe` without `channels` means.
 DEFAULT_CHANNELS = (TRADES, QUOTES)
 STATE_CHANNELS = frozenset(ch for ch, kind in CHANNEL_KINDS.items() if kind == "state")
+
+
+# An event's `fields` not kept as a dict of their own (trades: one dict less per event on
+# the hottest path); `Event.fields` decodes them from the wire when asked, which only
+# snapshots and tests do.
+FROM_WIRE: dict[str, Any] = {}
+_ENVELOPE = ("ch", "sym", "seq", "ts", "prev_seq")
 
 
 class _EventFields(NamedTuple):
@@ -52,6 +61,17 @@ class Event(_EventFields):
         cls, ch: str, sym: str, epoch: str, seq: int, ts: int, fields: dict[str, Any], stats: dict[str, Any], wire: str
     ) -> Event:
         return tuple.__new__(cls, (ch, sym, (ch, sym), epoch, seq, ts, fields, stats, wire, len(wire)))
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The event's own fields (price, size; bid, ask...), without the envelope."""
+        kept: dict[str, Any] = self[6]
+        if kept is not FROM_WIRE:
+            return kept
+        decoded: dict[str, Any] = orjson.loads(self.wire)
+        for key in _ENVELOPE:
+            decoded.pop(key, None)
+        return decoded
 
     def __repr__(self) -> str:
         return f"Event({self.ch}/{self.sym} {self.epoch}#{self.seq})"

@@ -89,6 +89,9 @@ class Hub:
         # batched: subscribers absorb once per event-loop iteration (the server); otherwise
         # after every event (plain synchronous use, as in the in-memory tests).
         self.batched = batched
+        # Set while the runtime's pacer paces (service.pacer): subscribers then take their
+        # chunks when the pacer wakes them, not at every flush.
+        self.deferred = False
         self.chunk_bytes = chunk_bytes  # the most a chunk handed to subscribers holds
         self._open: list[Stream] = []  # streams with an open chunk
         # Streams whose chunks were handed over since the last flush (some out of turn, by a
@@ -193,10 +196,14 @@ class Hub:
                 chunk.seal()
                 # A big chunk (a burst after a stall) goes out in pieces that fit a frame,
                 # split here once for every subscriber rather than by each outbox.
-                pieces = [chunk] if chunk.size <= self.chunk_bytes else chunk.pieces(self.chunk_bytes)
-                for append in stream.appenders:
-                    for piece in pieces:
-                        append(piece)
+                if chunk.size <= self.chunk_bytes:
+                    for append in stream.appenders:
+                        append(chunk)
+                else:
+                    pieces = chunk.pieces(self.chunk_bytes)
+                    for append in stream.appenders:
+                        for piece in pieces:
+                            append(piece)
                 self._sealed.append(stream)
         self._open.clear()
 
@@ -204,6 +211,9 @@ class Hub:
         """Seal this turn's chunks and let every subscriber that got some absorb them."""
         self._flush_scheduled = False
         self.seal()
+        if self.deferred:
+            self._sealed.clear()
+            return
         touched, self._sealed = self._sealed, []
         subscribers: set[Subscriber] = set()
         for stream in touched:

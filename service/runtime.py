@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from service.bus import create_bus
 from service.config import ConfigError, Settings, load_settings
 from service.hub import Hub
+from service.pacer import Pacer
 from service.pump import WriteScheduler
 from service.sequencer import Sequencer
 from service.supervisor import FeedSupervisor
@@ -43,8 +44,8 @@ class Runtime:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
         self._reload_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self.pacer = Pacer(settings.stream, self.connections, self.hub)
         self._pacer: asyncio.Task[None] | None = None
-        self.pace_s = 0.0  # the pacer's current beat (0: not pacing), for /healthz
 
     def _start_feed(self, sup: FeedSupervisor) -> None:
         self._tasks[sup.feed.name] = asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}")
@@ -115,54 +116,10 @@ class Runtime:
             for session in list(self.connections):
                 session.heartbeat_if_idle(now, heartbeat_s)
 
-    async def _pace(self) -> None:
-        """Share the CPU between frames and events when there are many connections.
-
-        A frame costs ~10 us whatever it holds (mostly the socket write: on loopback the
-        kernel's whole TCP path), so with many clients frames, not events, use up the CPU.
-        Past 1 ms of frame budget per connection (connections / max_frames_per_s), events
-        are handed to writers on this ticker's beat instead of at once: each client gets at
-        most one data frame per beat, holding everything that arrived meanwhile. The beat is
-        pace_ms, stretched while the process is busy (over 90 % of a core: longer beats,
-        bigger and fewer frames) up to max_pace_ms, and shrunk back when it is not (under
-        75 %). With few clients every event goes out at once.
-        """
-        settings = self.settings.stream
-        shortest, longest = settings.pace_ms / 1000, max(settings.pace_ms, settings.max_pace_ms) / 1000
-        beat = shortest
-        paced = False
-        mark_wall, mark_cpu = time.monotonic(), time.process_time()
-        while True:
-            floor = len(self.connections) / settings.max_frames_per_s
-            if floor < 0.001:
-                if paced:
-                    for session in list(self.connections):
-                        session.paced = False
-                        session.poke()
-                    paced = False
-                self.pace_s = 0.0
-                await asyncio.sleep(0.05)
-                continue
-            now = time.monotonic()
-            if now - mark_wall >= 0.1:
-                busy = (time.process_time() - mark_cpu) / (now - mark_wall)
-                mark_wall, mark_cpu = now, time.process_time()
-                if busy > 0.9:
-                    beat *= 1.25
-                elif busy < 0.75:
-                    beat *= 0.8
-            beat = min(max(beat, floor, shortest), longest)
-            self.pace_s = beat
-            paced = True
-            for session in list(self.connections):
-                session.paced = True
-                session.poke()
-            await asyncio.sleep(beat)
-
     async def start(self) -> None:
         await self.bus.start()
         self._ticker = asyncio.create_task(self._heartbeats(), name="sp:heartbeats")
-        self._pacer = asyncio.create_task(self._pace(), name="sp:pacer")
+        self._pacer = asyncio.create_task(self.pacer.run(), name="sp:pacer")
         for sup in self.supervisors:
             self._start_feed(sup)
         log.info(

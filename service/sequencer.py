@@ -21,6 +21,7 @@ from service.bars import Bars
 from service.events import (
     BAR_CHANNELS,
     CHANNEL_KINDS,
+    FROM_WIRE,
     QUOTES,
     STATUS,
     TRADES,
@@ -235,8 +236,7 @@ class Sequencer:
         stream.seq = seq = stream.seq + 1
         ts = tick.ts
         wire = f'{stream.prefix}{seq},"ts":{ts},"price":{text},"size":{size}}}'
-        fields = {"price": price, "size": size}
-        event = (TRADES, stream.sym, stream.key, stream.epoch, seq, ts, fields, stats, wire, len(wire))
+        event = (TRADES, stream.sym, stream.key, stream.epoch, seq, ts, FROM_WIRE, stats, wire, len(wire))
         self._publish(_new_event(event))
         updates = symbol.bars.add(ts, price, size)
         if updates:

@@ -53,8 +53,9 @@ class _Throttle:
 
 class Session:
     # One per connection: slots keep thousands of them small.
-    __slots__ = ("_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal", "heartbeat_due",
-                 "hub", "inbox", "last_sent", "outbox", "paced", "peer", "settings", "subscriptions")  # fmt: skip
+    __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal",
+                 "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "paced", "peer", "settings",
+                 "subscriptions")  # fmt: skip
 
     def __init__(
         self,
@@ -74,7 +75,7 @@ class Session:
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
         # Set by the runtime's pacer when there are many connections: queued events then
-        # wait for its next tick instead of waking the writer at once (see Runtime._pace).
+        # wait for its next tick instead of waking the writer at once (see service.pacer).
         self.paced = False
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
@@ -83,6 +84,7 @@ class Session:
         self._clock = clock
         self._throttles: dict[StreamKey, _Throttle] = {}
         self._held: dict[StreamKey, _Throttle] = {}  # throttled streams with an event waiting
+        self._absorbing = False  # delivering chunks event by event (see absorb)
         self._bucket = TokenBucket(settings.inbound_rate.per_s, settings.inbound_rate.burst, clock)
         self._flood = FloodDetector(settings.flood_close_after, 10.0, clock)
 
@@ -109,12 +111,20 @@ class Session:
                 return
         chunks = inbox[:]
         inbox.clear()
-        for chunk in chunks:
-            for event in chunk.events:
-                self.deliver(event)
+        # A notice sent meanwhile (SLOW_CONSUMER) must not catch up out of turn: the
+        # events it would take are newer than the rest of these chunks.
+        self._absorbing = True
+        try:
+            for chunk in chunks:
+                for event in chunk.events:
+                    self.deliver(event)
+        finally:
+            self._absorbing = False
 
     def _catch_up(self) -> None:
         """Take what the hub has for this client so far, out of turn: before an answer, a reset..."""
+        if self._absorbing:
+            return  # absorb() is delivering in order; what is newer follows it
         self.hub.seal()  # this turn's chunks end here and are handed over; later events go in new ones
         self.absorb()
 
@@ -209,7 +219,9 @@ class Session:
         self._wake()
 
     def poke(self) -> None:
-        """Wake the writer if anything is queued (the pacer's tick)."""
+        """The pacer's beat: take what the hub handed over, and wake the writer if anything is queued."""
+        if self.inbox:
+            self.absorb()
         if len(self.outbox):
             self._wake()
 

@@ -819,6 +819,30 @@ def test_refusals_spread_over_more_than_10_s_do_not_close() -> None:
 # --- slow consumers (G5) -------------------------------------------------------------------
 
 
+async def test_a_slow_notice_in_the_middle_of_a_turn_keeps_events_in_order() -> None:
+    """Crossing half the outbox while taking chunks event by event sends SLOW_CONSUMER, nothing reordered."""
+    world = World()
+    world.hub.batched = True  # as in the server: chunks are handed over per turn, absorbed later
+    client = Client(world, send_buffer_bytes=64 * 1024, max_batch_bytes=1024)
+    client.send({"op": "subscribe", "channels": ["trades", "quotes"], "symbols": ["*"]})
+    client.frames()
+    outbox = client.session.outbox
+    while outbox.bytes < outbox.half - 1500:
+        world.step(1)
+        world.hub.flush()
+    assert not outbox.conflating
+    world.step(20)
+    world.hub.seal()  # this turn's chunks are in the client's inbox...
+    world.step(20)  # ...and newer events wait in open chunks
+    client.session.absorb()  # crosses half: one by one, with a notice in the middle
+    world.hub.flush()
+    frames = client.frames()  # Client checks every stream's order
+    assert [n["code"] for n in of_type(frames, "notice")] == ["SLOW_CONSUMER"]
+    assert client.session.fatal is None
+    for sym in NAMES:
+        assert client.last[(TRADES, sym)] == world.seq(TRADES, sym)
+
+
 def test_slow_reader_of_quotes_is_conflated_not_closed() -> None:
     """A client that stops reading quotes gets notice SLOW_CONSUMER and conflated events; it stays bounded."""
     world = World()

@@ -1,0 +1,138 @@
+"""When queued events leave for the clients: at once, or on a beat shared by every connection.
+
+A frame costs ~10 us of server CPU whatever it holds (mostly the socket write: on loopback
+the kernel's whole TCP path), so with many clients, or a busy process, frames rather than
+events use up the core. The pacer then holds events in the sessions and lets each client's
+writer go once per beat with everything that arrived meanwhile: fewer, bigger frames.
+
+- **When.** While the frame budget (`max_frames_per_s`) leaves less than 1 ms per
+  connection. With fewer clients every event goes out at once: there, producing events,
+  not frames, is what fills the core (measured: pacing 100 busy clients held less).
+- **How long a beat.** `pace_ms`, stretched while the process is over 90 % busy (longer
+  beats, fewer frames) up to `max_pace_ms`, and shrunk back when it is under 75 %. The
+  busy share is smoothed over a few windows so one noisy window does not swing the beat.
+- **Spread over the beat.** Connections are woken in slices a few ms apart, not all at
+  once: each still gets one frame per beat, but a thousand frames do not leave in one
+  block that holds up the feed and makes the last client of the block wait for the first
+  999. An event then waits at most about one beat, whichever client it is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import StreamSettings
+    from service.hub import Hub
+    from service.session import Session
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 0.1  # how often the busy share is measured
+SLICE_S = 0.002  # connections woken together, at most every SLICE_S within a beat
+BUSY, IDLE = 0.9, 0.75  # stretch the beat while the process is over BUSY, shrink it under IDLE
+
+
+class Pacer:
+    """Owns the `paced` state of the sessions and the hub's deferred hand-over while pacing."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        connections: set[Session],
+        hub: Hub,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        self._settings = settings
+        self._connections = connections
+        self._hub = hub
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self.shortest = settings.pace_ms / 1000
+        self.longest = max(settings.pace_ms, settings.max_pace_ms) / 1000
+        self.beat = self.shortest
+        self.paced = False
+        self.busy = 0.0  # smoothed share of a core the process used
+        self._mark_wall = clock()
+        self._mark_cpu = cpu_clock()
+
+    @property
+    def pace_s(self) -> float:
+        """The current beat, 0 when every event goes out at once (for /healthz)."""
+        return self.beat if self.paced else 0.0
+
+    def _measure(self) -> None:
+        now = self._clock()
+        elapsed = now - self._mark_wall
+        if elapsed < WINDOW_S:
+            return
+        cpu = self._cpu_clock()
+        share = (cpu - self._mark_cpu) / elapsed
+        self._mark_wall, self._mark_cpu = now, cpu
+        self.busy = share if self.busy == 0.0 else 0.5 * self.busy + 0.5 * share
+        if self.paced:
+            if self.busy > BUSY:
+                self.beat *= 1.25
+            elif self.busy < IDLE:
+                self.beat *= 0.8
+
+    def _over_budget(self) -> float:
+        """The shortest beat the frame budget allows, when that is past 1 ms; else 0."""
+        floor = len(self._connections) / self._settings.max_frames_per_s
+        return floor if floor >= 0.001 else 0.0
+
+    def decide(self) -> bool:
+        """Measure, then start or stop pacing and fix the beat; True while pacing."""
+        self._measure()
+        floor = self._over_budget()
+        if floor and not self.paced:
+            self._set(True)
+        elif not floor and self.paced:
+            self._set(False)
+        self.beat = min(max(self.beat, floor, self.shortest), self.longest)
+        return self.paced
+
+    def _set(self, paced: bool) -> None:
+        self.paced = paced
+        self._hub.deferred = paced
+        log.debug("Pacing %s (busy %.0f %%)", "on" if paced else "off", self.busy * 100)
+        if not paced:
+            # Whatever was held for the next beat goes out now, and from here on at once.
+            for session in list(self._connections):
+                session.paced = False
+                _poke(session)
+
+    async def run(self) -> None:
+        while True:
+            if not self.decide():
+                await asyncio.sleep(WINDOW_S / 2)
+                continue
+            await self.beat_once()
+
+    async def beat_once(self) -> None:
+        """Wake every connection once, spread over one beat in slices."""
+        sessions = list(self._connections)
+        beat = self.beat
+        slices = max(1, min(len(sessions), int(beat / SLICE_S)))
+        started = self._clock()
+        for index in range(slices):
+            for session in sessions[index::slices]:
+                session.paced = True
+                _poke(session)
+            # Sleep to this slice's end on the beat's own schedule, so the slices' own
+            # CPU time does not stretch the beat.
+            await asyncio.sleep(max(0.0, started + beat * (index + 1) / slices - self._clock()))
+
+
+def _poke(session: Session) -> None:
+    try:
+        session.poke()
+    except Exception:
+        log.exception("Delivering to client %s failed; closing it", session.peer)
+        session.fail("delivery failed")

@@ -1,0 +1,150 @@
+"""The pacer: when it paces, how long its beat is, and that each connection is woken once per beat."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from service.config import StreamSettings
+from service.pacer import WINDOW_S, Pacer
+
+
+class FakeSession:
+    def __init__(self, name: str) -> None:
+        self.peer = name
+        self.paced = False
+        self.pokes: list[float] = []
+        self.failed: str | None = None
+
+    def poke(self) -> None:
+        self.pokes.append(asyncio.get_running_loop().time() if _loop_running() else 0.0)
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+
+
+class BrokenSession(FakeSession):
+    def poke(self) -> None:
+        raise RuntimeError("boom")
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Clocks:
+    """Wall and CPU clocks moved by hand: `run(seconds, busy)` spends busy * seconds of CPU."""
+
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 5.0
+
+    def run(self, seconds: float, busy: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds * busy
+
+
+def make(connections: int, clocks: Clocks, **stream: Any) -> tuple[Pacer, set[Any], Any]:
+    hub = type("FakeHub", (), {"deferred": False})()
+    sessions: set[Any] = {FakeSession(f"c{i}") for i in range(connections)}
+    settings = StreamSettings(**stream)
+    pacer = Pacer(settings, sessions, hub, clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
+    return pacer, sessions, hub
+
+
+def test_few_connections_within_the_frame_budget_are_not_paced() -> None:
+    """Under 1 ms of frame budget per connection, every event goes out at once (pace 0)."""
+    clocks = Clocks()
+    pacer, _, hub = make(5, clocks, max_frames_per_s=10_000)  # 0.5 ms per connection
+    clocks.run(WINDOW_S * 1.1, busy=1.0)
+    assert pacer.decide() is False
+    assert pacer.pace_s == 0.0
+    assert hub.deferred is False
+
+
+def test_past_the_frame_budget_pacing_starts_and_the_hub_defers() -> None:
+    """Connections / max_frames_per_s >= 1 ms: paced, on a beat no shorter than that floor."""
+    clocks = Clocks()
+    pacer, sessions, hub = make(3, clocks, max_frames_per_s=100, pace_ms=10, max_pace_ms=50)
+    assert pacer.decide() is True
+    assert hub.deferred is True
+    assert pacer.pace_s == 0.03  # 3 connections at 100 frames/s: 30 ms, above pace_ms
+    sessions.clear()
+    assert pacer.decide() is False
+    assert hub.deferred is False
+
+
+def test_stopping_pacing_pokes_every_session_unpaced() -> None:
+    """What was held for the next beat goes out when pacing stops."""
+    clocks = Clocks()
+    pacer, sessions, _ = make(2, clocks, max_frames_per_s=100)
+    pacer.decide()
+    for session in sessions:
+        session.paced = True
+    pacer._settings = StreamSettings(max_frames_per_s=1_000_000)
+    assert pacer.decide() is False
+    assert all(not s.paced and len(s.pokes) == 1 for s in sessions)
+
+
+def test_a_busy_process_stretches_the_beat_and_an_idle_one_shrinks_it() -> None:
+    """Over 90 % busy the beat grows up to max_pace_ms; under 75 % it comes back to pace_ms."""
+    clocks = Clocks()
+    pacer, _, _ = make(1, clocks, max_frames_per_s=1000, pace_ms=10, max_pace_ms=40)
+    pacer.decide()
+    beats = []
+    for _ in range(12):
+        clocks.run(WINDOW_S * 1.1, busy=0.97)
+        pacer.decide()
+        beats.append(pacer.beat)
+    assert beats == sorted(beats)
+    assert beats[0] > 0.01
+    assert beats[-1] == 0.04
+    for _ in range(12):
+        clocks.run(WINDOW_S * 1.1, busy=0.3)
+        pacer.decide()
+    assert pacer.beat == 0.01
+
+
+def test_the_beat_holds_between_the_thresholds() -> None:
+    """Between 75 % and 90 % busy the beat neither grows nor shrinks."""
+    clocks = Clocks()
+    pacer, _, _ = make(1, clocks, max_frames_per_s=1000, pace_ms=10, max_pace_ms=40)
+    pacer.decide()
+    pacer.beat = 0.02
+    for _ in range(10):
+        clocks.run(WINDOW_S * 1.1, busy=0.8)
+        pacer.decide()
+    assert pacer.beat == 0.02
+
+
+async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None:
+    """Connections are woken in slices across the beat, not all at one instant."""
+    loop = asyncio.get_running_loop()
+    sessions: set[Any] = {FakeSession(f"c{i}") for i in range(40)}
+    hub = type("FakeHub", (), {"deferred": False})()
+    pacer = Pacer(StreamSettings(max_frames_per_s=1000, pace_ms=40), sessions, hub)
+    assert pacer.decide() is True
+    started = loop.time()
+    await pacer.beat_once()
+    assert loop.time() - started >= 0.035
+    pokes = sorted(p for s in sessions for p in s.pokes)
+    assert len(pokes) == 40 and all(len(s.pokes) == 1 and s.paced for s in sessions)
+    assert pokes[-1] - pokes[0] >= 0.02  # spread: the last slice is woken well after the first
+
+
+async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_get_theirs() -> None:
+    """One broken connection does not stop the beat for the others."""
+    sessions: set[Any] = {FakeSession("ok1"), BrokenSession("bad"), FakeSession("ok2")}
+    hub = type("FakeHub", (), {"deferred": False})()
+    pacer = Pacer(StreamSettings(max_frames_per_s=100, pace_ms=2), sessions, hub)
+    pacer.decide()
+    await pacer.beat_once()
+    for session in sessions:
+        if isinstance(session, BrokenSession):
+            assert session.failed == "delivery failed"
+        else:
+            assert len(session.pokes) == 1 and session.failed is None
