@@ -319,9 +319,10 @@ def test_documented_default_market_is_valid() -> None:
 
 
 async def test_synthetic_feed_owes_a_slow_receiver_at_most_max_lag() -> None:
-    """A receiver slower than the rate gets capped bursts, not ever bigger ones (memory)."""
+    """A receiver slower than the rate gets bursts of one interval's worth, and at most MAX_LAG_S is owed."""
     config = SyntheticConfig(kind="synthetic", name="load", symbols=10, rate=100_000, burst_ms=5)
     sizes: list[int] = []
+    turns = 0
 
     class SlowSink:
         def __call__(self, tick: Tick) -> None:
@@ -329,13 +330,28 @@ async def test_synthetic_feed_owes_a_slow_receiver_at_most_max_lag() -> None:
 
         def burst(self, ticks: list[Tick]) -> None:
             sizes.append(len(ticks))
-            time.sleep(0.2)  # 20k events' worth of time per burst
+            time.sleep(0.02)  # 2,000 events' worth of time per burst of 500
 
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
     task = asyncio.create_task(config.build().run(SlowSink()))
-    while len(sizes) < 4:
-        await asyncio.sleep(0.05)
+    while len(sizes) < 40:
+        await asyncio.sleep(0.01)
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    counter.cancel()
+    await asyncio.gather(task, counter, return_exceptions=True)
     assert MAX_LAG_S == 0.05
-    assert max(sizes) <= 5_001  # 0.2 s behind per burst would owe 20,000
-    assert sizes[-1] >= 4_500  # behind: every burst is a full one
+    assert max(sizes) == 500  # never more than one 5 ms interval's worth at once
+    # Behind, it owes at most 50 ms: 5,000 events, ten full bursts in a row, then a short
+    # one with the remainder; unbounded, every burst would be a full one.
+    runs, run = [], 0
+    for size in sizes:
+        run = run + 1 if size == 500 else 0
+        runs.append(run)
+    assert max(runs) == 10
+    assert turns >= len(sizes) - 1  # the loop turned between bursts: other work went on
