@@ -40,15 +40,13 @@ def text_frame_header(length: int) -> bytes:
 class DirectWriter:
     """What the app may do with one connection's socket outside of ASGI sends."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "paused")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
-
-    @property
-    def paused(self) -> bool:
-        """The socket's send buffer is past its high-water mark: write nothing until drained."""
-        return not self._protocol.writable.is_set()
+        # The socket's send buffer is past its high-water mark: write nothing until drained.
+        # A plain attribute the protocol keeps (the pump reads it before every frame).
+        self.paused = False
 
     def write_text(self, text: str) -> bool:
         """Write one text frame now; False once the connection is closing or gone."""
@@ -77,19 +75,30 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_drained: Callable[[], None] | None = None
+        self.direct: DirectWriter | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # uvicorn built the scope only for a handshake it accepts; the app runs after this.
         scope = getattr(self, "scope", None)
         if scope is not None and not self.config.ws_per_message_deflate:
-            scope["extensions"][EXTENSION] = {"writer": DirectWriter(self)}
+            self.direct = DirectWriter(self)
+            scope["extensions"][EXTENSION] = {"writer": self.direct}
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.direct is not None:
+            self.direct.paused = True
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        if self.direct is not None:
+            self.direct.paused = False
         if self.on_drained is not None:
             self.on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_drained = None
+        if self.direct is not None:
+            self.direct.paused = False  # as uvicorn unblocks its senders: writes now fail, not wait
         super().connection_lost(exc)
