@@ -71,7 +71,9 @@ class SyntheticFeed:
             emit(Status(name, now_ms, "open"))
         loop = asyncio.get_running_loop()
         interval = cfg.burst_ms / 1000
-        per_burst = max(1, math.ceil(cfg.rate * interval))
+        # Sleeps overshoot a little: up to two intervals' worth still goes as one burst, so a
+        # server that keeps up gets one burst per interval, not a full one and a crumb.
+        per_burst = max(1, math.ceil(2 * cfg.rate * interval))
         due = 0.0  # fractional events carried between bursts, so the rate is exact
         prices = [10_000] * len(names)
         next_at = last = loop.time()

@@ -59,11 +59,10 @@ class StreamSettings(_Strict):
     # Upper bound of one outbound `data` frame; more pending events go out in more frames.
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 65536
     # Data frames per second for all connections together, at most. Past 1 ms per
-    # connection (connections / max_frames_per_s), or while the process is over 90 % busy,
-    # events go to the writers on a shared beat instead of at once, so that they are
-    # batched instead of costing a frame each. The beat is pace_ms (or longer, to stay
-    # within max_frames_per_s) and stretches up to max_pace_ms while the process is busy
-    # (see service/pacer.py).
+    # connection (connections / max_frames_per_s), events go to the writers on a shared
+    # beat instead of at once, so that they are batched instead of costing a frame each.
+    # The beat is pace_ms (or longer, to stay within max_frames_per_s) and stretches up to
+    # max_pace_ms while the process is busy (see service/pacer.py).
     max_frames_per_s: Annotated[int, Field(ge=100)] = 200_000
     pace_ms: Annotated[int, Field(ge=1, le=1000)] = 10
     max_pace_ms: Annotated[int, Field(ge=1, le=1000)] = 50

@@ -26,7 +26,8 @@ STATE_CHANNELS = frozenset(ch for ch, kind in CHANNEL_KINDS.items() if kind == "
 
 # An event's `fields` not kept as a dict of their own (trades: one dict less per event on
 # the hottest path); `Event.fields` decodes them from the wire when asked, which only
-# snapshots and tests do.
+# snapshots and tests do. Shared by every such event: never mutate it, and read fields
+# through the property, not by position (`e[6]`, `_asdict()`).
 FROM_WIRE: dict[str, Any] = {}
 _ENVELOPE = ("ch", "sym", "seq", "ts", "prev_seq")
 

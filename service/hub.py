@@ -2,7 +2,8 @@
 
 It is the only consumer of the bus in a process. A stream's events of one turn of the event
 loop go to its subscribers as one shared Chunk, which each subscriber's session absorbs into
-its outbox at the end of the turn; no socket is ever awaited here.
+its outbox at the end of the turn (or, while the runtime's pacer paces, when the pacer wakes
+it); no socket is ever awaited here.
 """
 
 from __future__ import annotations

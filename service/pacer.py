@@ -14,7 +14,9 @@ writer go once per beat with everything that arrived meanwhile: fewer, bigger fr
 - **Spread over the beat.** Connections are woken in slices a few ms apart, not all at
   once: each still gets one frame per beat, but a thousand frames do not leave in one
   block that holds up the feed and makes the last client of the block wait for the first
-  999. An event then waits at most about one beat, whichever client it is for.
+  999. An event then waits about one beat at most, whichever client it is for (a client
+  that connects mid-beat, or moves to another slice as connections come and go, may once
+  wait up to two).
 """
 
 from __future__ import annotations
@@ -109,11 +111,35 @@ class Pacer:
                 _poke(session)
 
     async def run(self) -> None:
-        while True:
-            if not self.decide():
-                await asyncio.sleep(WINDOW_S / 2)
-                continue
-            await self.beat_once()
+        """Pace until cancelled.
+
+        While the hub defers, only the pacer moves events to the clients: a failure here is
+        logged and pacing switched off (every event goes out at once) before trying again,
+        and so is the end of this task, never leaving the hub deferring with nobody to wake.
+        """
+        try:
+            while True:
+                try:
+                    if self.decide():
+                        await self.beat_once()
+                    else:
+                        await asyncio.sleep(WINDOW_S / 2)
+                except Exception:
+                    log.exception("The pacer failed; events go out at once until it runs again")
+                    self._give_up()
+                    await asyncio.sleep(WINDOW_S)
+        finally:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        if not self.paced:
+            return
+        try:
+            self._set(False)
+        except Exception:
+            log.exception("Stopping the pacer failed")
+            self.paced = False
+            self._hub.deferred = False
 
     async def beat_once(self) -> None:
         """Wake every connection once, spread over one beat in slices."""
@@ -135,4 +161,7 @@ def _poke(session: Session) -> None:
         session.poke()
     except Exception:
         log.exception("Delivering to client %s failed; closing it", session.peer)
-        session.fail("delivery failed")
+        try:
+            session.fail("delivery failed")
+        except Exception:
+            log.exception("Closing client %s failed", session.peer)

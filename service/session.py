@@ -94,8 +94,9 @@ class Session:
         """Move the chunks the hub handed over (see events.Chunk) into the outbox.
 
         The hub calls this once per client per turn of the event loop, with the turn's
-        chunks sealed. The common case, a client with room and no throttles, is one
-        `extend` of shared chunks; everything else goes event by event.
+        chunks sealed; while the pacer paces, `poke` does, once per beat. The common case, a
+        client with room and no throttles, is one `extend` of shared chunks; everything else
+        goes event by event.
         """
         inbox = self.inbox
         if not inbox:

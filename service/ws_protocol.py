@@ -46,7 +46,7 @@ class DirectWriter:
         self._protocol = protocol
         # The socket's send buffer is past its high-water mark: write nothing until drained.
         # A plain attribute the protocol keeps (the pump reads it before every frame).
-        self.paused = False
+        self.paused = not protocol.writable.is_set()
 
     def write_text(self, text: str) -> bool:
         """Write one text frame now; False once the connection is closing or gone."""

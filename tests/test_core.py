@@ -843,6 +843,44 @@ async def test_a_slow_notice_in_the_middle_of_a_turn_keeps_events_in_order() -> 
         assert client.last[(TRADES, sym)] == world.seq(TRADES, sym)
 
 
+async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_session() -> None:
+    """A deferring hub only hands chunks over; poke absorbs them in order; requests still catch up first."""
+    world = World()
+    world.hub.batched = True
+    client = Client(world)
+    client.send({"op": "subscribe", "channels": ["trades", "quotes"], "symbols": ["*"]})
+    client.frames()
+    world.hub.deferred = True  # what the pacer sets while it paces
+    client.session.paced = True
+    wakes = client.wakes
+    world.step(10)
+    world.hub.flush()
+    world.step(10)
+    world.hub.flush()
+    assert client.session.inbox and len(client.session.outbox) == 0
+    assert client.wakes == wakes  # nothing woke the writer: the beat will
+    client.session.poke()
+    assert client.wakes == wakes + 1
+    client.frames()  # Client checks every stream's order
+    assert all(client.last[(ch, sym)] == world.seq(ch, sym) for ch in (TRADES, QUOTES) for sym in NAMES)
+    # A request answers after what was handed over before it (G2, G3), paced or not.
+    world.step(5)
+    world.hub.flush()
+    client.send({"op": "subscribe", "channels": ["status"], "symbols": ["*"]})
+    frames = client.frames()
+    first_ack = next(i for i, f in enumerate(frames) if f["type"] == "ack")
+    assert all(f["type"] == "data" for f in frames[:first_ack])
+    assert client.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
+    # Pacing off: the hub absorbs for every subscriber at once again.
+    world.hub.deferred = False
+    client.session.paced = False
+    world.step(5)
+    world.hub.flush()
+    assert not client.session.inbox
+    client.frames()
+    assert all(client.last[(ch, sym)] == world.seq(ch, sym) for ch in (TRADES, QUOTES) for sym in NAMES)
+
+
 def test_slow_reader_of_quotes_is_conflated_not_closed() -> None:
     """A client that stops reading quotes gets notice SLOW_CONSUMER and conflated events; it stays bounded."""
     world = World()

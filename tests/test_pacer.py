@@ -148,3 +148,31 @@ async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_ge
             assert session.failed == "delivery failed"
         else:
             assert len(session.pokes) == 1 and session.failed is None
+
+
+async def test_a_failing_pacer_stops_deferring_and_runs_again() -> None:
+    """A failure mid-beat is logged, the hub goes back to handing events over at once, and pacing resumes."""
+    sessions: set[Any] = {FakeSession("c0")}
+    hub = type("FakeHub", (), {"deferred": False})()
+    pacer = Pacer(StreamSettings(max_frames_per_s=100, pace_ms=2), sessions, hub)
+    failures = 0
+    beat_once = pacer.beat_once
+
+    async def flaky() -> None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            assert hub.deferred is True
+            raise RuntimeError("boom")
+        await beat_once()
+
+    pacer.beat_once = flaky  # type: ignore[method-assign]
+    task = asyncio.create_task(pacer.run())
+    await asyncio.sleep(0.05)
+    assert failures == 1
+    assert hub.deferred is False and pacer.paced is False  # not left deferring with nobody to wake
+    await asyncio.sleep(0.15)
+    assert hub.deferred is True and pacer.paced is True  # and back at work
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert hub.deferred is False  # cancelled: nothing left waiting for a beat
