@@ -48,8 +48,13 @@ class Clocks:
         self.cpu += seconds * busy
 
 
+def fake_hub() -> Any:
+    """What the pacer uses of the hub: the `deferred` switch."""
+    return type("FakeHub", (), {"deferred": False})()
+
+
 def make(connections: int, clocks: Clocks, **stream: Any) -> tuple[Pacer, set[Any], Any]:
-    hub = type("FakeHub", (), {"deferred": False})()
+    hub = fake_hub()
     sessions: set[Any] = {FakeSession(f"c{i}") for i in range(connections)}
     settings = StreamSettings(**stream)
     pacer = Pacer(settings, sessions, hub, clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
@@ -125,7 +130,7 @@ async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None
     """Connections are woken in slices across the beat, not all at one instant."""
     loop = asyncio.get_running_loop()
     sessions: set[Any] = {FakeSession(f"c{i}") for i in range(40)}
-    hub = type("FakeHub", (), {"deferred": False})()
+    hub = fake_hub()
     pacer = Pacer(StreamSettings(max_frames_per_s=1000, pace_ms=40), sessions, hub)
     assert pacer.decide() is True
     started = loop.time()
@@ -139,7 +144,7 @@ async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None
 async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_get_theirs() -> None:
     """One broken connection does not stop the beat for the others."""
     sessions: set[Any] = {FakeSession("ok1"), BrokenSession("bad"), FakeSession("ok2")}
-    hub = type("FakeHub", (), {"deferred": False})()
+    hub = fake_hub()
     pacer = Pacer(StreamSettings(max_frames_per_s=100, pace_ms=2), sessions, hub)
     pacer.decide()
     await pacer.beat_once()
@@ -153,7 +158,7 @@ async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_ge
 async def test_a_failing_pacer_stops_deferring_and_runs_again() -> None:
     """A failure mid-beat is logged, the hub goes back to handing events over at once, and pacing resumes."""
     sessions: set[Any] = {FakeSession("c0")}
-    hub = type("FakeHub", (), {"deferred": False})()
+    hub = fake_hub()
     pacer = Pacer(StreamSettings(max_frames_per_s=100, pace_ms=2), sessions, hub)
     failures = 0
     beat_once = pacer.beat_once
