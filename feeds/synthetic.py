@@ -88,7 +88,7 @@ class SyntheticFeed:
             count = int(due)
             due -= count
             while True:
-                # Owed events go out as bursts of one interval's worth each, the loop turning
+                # Owed events go out as bursts of at most per_burst each, the loop turning
                 # in between: the server hands each out before the next arrives, instead of
                 # holding (and its garbage collector walking) 50 ms of events at once.
                 size = min(count, per_burst)

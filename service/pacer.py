@@ -1,9 +1,10 @@
 """When queued events leave for the clients: at once, or on a beat shared by every connection.
 
 A frame costs ~10 us of server CPU whatever it holds (mostly the socket write: on loopback
-the kernel's whole TCP path), so with many clients, or a busy process, frames rather than
-events use up the core. The pacer then holds events in the sessions and lets each client's
-writer go once per beat with everything that arrived meanwhile: fewer, bigger frames.
+the kernel's whole TCP path), so with many clients frames rather than events use up the
+core. The pacer then has the hub defer the hand-over (events wait in the sessions' inboxes)
+and wakes each client's session once per beat to take and send everything that arrived
+meanwhile: fewer, bigger frames.
 
 - **When.** While the frame budget (`max_frames_per_s`) leaves less than 1 ms per
   connection. With fewer clients every event goes out at once: there, producing events,
@@ -40,7 +41,7 @@ BUSY, IDLE = 0.9, 0.75  # stretch the beat while the process is over BUSY, shrin
 
 
 class Pacer:
-    """Owns the `paced` state of the sessions and the hub's deferred hand-over while pacing."""
+    """Owns the hub's deferred hand-over, and wakes the sessions while it is on."""
 
     def __init__(
         self,
@@ -107,7 +108,6 @@ class Pacer:
         if not paced:
             # Whatever was held for the next beat goes out now, and from here on at once.
             for session in list(self._connections):
-                session.paced = False
                 _poke(session)
 
     async def run(self) -> None:
@@ -149,7 +149,6 @@ class Pacer:
         started = self._clock()
         for index in range(slices):
             for session in sessions[index::slices]:
-                session.paced = True
                 _poke(session)
             # Sleep to this slice's end on the beat's own schedule, so the slices' own
             # CPU time does not stretch the beat.

@@ -54,7 +54,7 @@ class _Throttle:
 class Session:
     # One per connection: slots keep thousands of them small.
     __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal",
-                 "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "paced", "peer", "settings",
+                 "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer", "settings",
                  "subscriptions")  # fmt: skip
 
     def __init__(
@@ -74,9 +74,6 @@ class Session:
         self.inbox: list[Chunk] = []  # appended to by the hub, drained by absorb()
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
-        # Set by the runtime's pacer when there are many connections: queued events then
-        # wait for its next tick instead of waking the writer at once (see service.pacer).
-        self.paced = False
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
         self._wake = wake
@@ -94,9 +91,9 @@ class Session:
         """Move the chunks the hub handed over (see events.Chunk) into the outbox.
 
         The hub calls this once per client per turn of the event loop, with the turn's
-        chunks sealed; while the pacer paces, `poke` does, once per beat. The common case, a
-        client with room and no throttles, is one `extend` of shared chunks; everything else
-        goes event by event.
+        chunks sealed; while the pacer paces (the hub defers), `poke` does, once per beat.
+        The common case, a client with room and no throttles, is one `extend` of shared
+        chunks; everything else goes event by event.
         """
         inbox = self.inbox
         if not inbox:
@@ -107,8 +104,7 @@ class Session:
             if outbox.bytes + size <= outbox.half:
                 outbox.extend(inbox, size)
                 inbox.clear()
-                if not self.paced:
-                    self._wake()
+                self._wake()
                 return
         chunks = inbox[:]
         inbox.clear()
@@ -222,8 +218,8 @@ class Session:
     def poke(self) -> None:
         """The pacer's beat: take what the hub handed over, and wake the writer if anything is queued."""
         if self.inbox:
-            self.absorb()
-        if len(self.outbox):
+            self.absorb()  # wakes the writer for what it queues
+        elif len(self.outbox):
             self._wake()
 
     def next_frame(self) -> tuple[str | None, float | None]:

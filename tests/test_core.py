@@ -851,7 +851,6 @@ async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_se
     client.send({"op": "subscribe", "channels": ["trades", "quotes"], "symbols": ["*"]})
     client.frames()
     world.hub.deferred = True  # what the pacer sets while it paces
-    client.session.paced = True
     wakes = client.wakes
     world.step(10)
     world.hub.flush()
@@ -873,7 +872,6 @@ async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_se
     assert client.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
     # Pacing off: the hub absorbs for every subscriber at once again.
     world.hub.deferred = False
-    client.session.paced = False
     world.step(5)
     world.hub.flush()
     assert not client.session.inbox

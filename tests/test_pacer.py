@@ -12,7 +12,6 @@ from service.pacer import WINDOW_S, Pacer
 class FakeSession:
     def __init__(self, name: str) -> None:
         self.peer = name
-        self.paced = False
         self.pokes: list[float] = []
         self.failed: str | None = None
 
@@ -83,16 +82,16 @@ def test_past_the_frame_budget_pacing_starts_and_the_hub_defers() -> None:
     assert hub.deferred is False
 
 
-def test_stopping_pacing_pokes_every_session_unpaced() -> None:
+def test_stopping_pacing_pokes_every_session_and_stops_deferring() -> None:
     """What was held for the next beat goes out when pacing stops."""
     clocks = Clocks()
-    pacer, sessions, _ = make(2, clocks, max_frames_per_s=100)
+    pacer, sessions, hub = make(2, clocks, max_frames_per_s=100)
     pacer.decide()
-    for session in sessions:
-        session.paced = True
+    assert hub.deferred is True
     pacer._settings = StreamSettings(max_frames_per_s=1_000_000)
     assert pacer.decide() is False
-    assert all(not s.paced and len(s.pokes) == 1 for s in sessions)
+    assert hub.deferred is False
+    assert all(len(s.pokes) == 1 for s in sessions)
 
 
 def test_a_busy_process_stretches_the_beat_and_an_idle_one_shrinks_it() -> None:
@@ -137,7 +136,8 @@ async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None
     await pacer.beat_once()
     assert loop.time() - started >= 0.035
     pokes = sorted(p for s in sessions for p in s.pokes)
-    assert len(pokes) == 40 and all(len(s.pokes) == 1 and s.paced for s in sessions)
+    assert len(pokes) == 40 and all(len(s.pokes) == 1 for s in sessions)
+    assert hub.deferred is True
     assert pokes[-1] - pokes[0] >= 0.02  # spread: the last slice is woken well after the first
 
 
