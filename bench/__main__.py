@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -117,18 +118,29 @@ def loadgen(mode: str, url: str, **options: Any) -> subprocess.Popen[bytes]:
 
 def run_stream(srv: Server, protocol: str, **options: Any) -> dict[str, Any]:
     proc = loadgen("stream", srv.url, protocol=protocol, **options)
-    cpu_before = srv.cpu_seconds()
-    started = time.monotonic()
+    samples = [(time.time(), srv.cpu_seconds())]  # the server's CPU seconds, every 0.1 s
     rss_peak = srv.rss()
     while proc.poll() is None:
         rss_peak = max(rss_peak, srv.rss())
         time.sleep(0.1)
+        samples.append((time.time(), srv.cpu_seconds()))
     out, _ = proc.communicate()
-    elapsed = time.monotonic() - started
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result["server_cpu"] = (srv.cpu_seconds() - cpu_before) / elapsed
+    # Over the load generator's measurement window only: connecting 1,000 clients and the
+    # warm-up are not "the server at this load" (and cost a connection-heavy server more).
+    start, end = result["window"]
+    result["server_cpu"] = (cpu_at(samples, end) - cpu_at(samples, start)) / (end - start)
+    result["server_cpu_run"] = (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
     result["server_rss_peak"] = rss_peak
     return result
+
+
+def cpu_at(samples: Sequence[tuple[float, float]], when: float) -> float:
+    """The server's CPU seconds at wall time `when`, interpolated between the samples around it."""
+    for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+        if t0 <= when <= t1:
+            return c0 + (c1 - c0) * (when - t0) / (t1 - t0) if t1 > t0 else c1
+    return samples[-1][1] if when > samples[-1][0] else samples[0][1]
 
 
 def held(result: dict[str, Any], expected_per_s: float, p99_limit_ms: float) -> bool:
@@ -280,6 +292,13 @@ def scenario_frame_cost(opts: Options) -> dict[str, Any]:
         print(f"  {kind:9} server cpu at 50k events/s to {clients} clients: {out[kind]['server_cpu']:.0%}"
               f" ({out[kind]['events_per_frame']:.2f} events/frame)", flush=True)  # fmt: skip
     out["cpu_ratio"] = out["stockpush"]["server_cpu"] / max(out["naive"]["server_cpu"], 1e-9)
+    # A baseline that cannot carry the load shows ~100 % CPU whatever the true cost: per
+    # delivered event, the comparison still holds.
+    for kind in ("naive", "stockpush"):
+        result = out[kind]
+        result["cpu_us_per_event"] = result["server_cpu"] / max(result["events_per_s"], 1e-9) * 1e6
+        result["carried"] = result["events_per_s"] >= 0.95 * 50_000
+    out["cpu_per_event_ratio"] = out["stockpush"]["cpu_us_per_event"] / max(out["naive"]["cpu_us_per_event"], 1e-9)
     return out
 
 
@@ -372,8 +391,13 @@ def markdown(report: dict[str, Any]) -> str:
         )
     if "frame" in s:
         r = s["frame"]
-        lines.append(f"| per-frame cost: server CPU at 50k events/s to 1,000 clients | {r['naive']['server_cpu']:.0%} |"
-                     f" {r['stockpush']['server_cpu']:.0%} | {r['cpu_ratio']:.2f}x |")  # fmt: skip
+        n, sp = r["naive"], r["stockpush"]
+        note = "" if n.get("carried", True) else f" (delivered {n['events_per_s']:,.0f}/s: saturated)"
+        lines.append(f"| per-frame cost: server CPU at 50k events/s to 1,000 clients | {n['server_cpu']:.0%}{note} |"
+                     f" {sp['server_cpu']:.0%} | {r['cpu_ratio']:.2f}x |")  # fmt: skip
+        if "cpu_per_event_ratio" in r:
+            lines.append(f"| per-frame cost: server CPU per delivered event | {n['cpu_us_per_event']:.1f} µs |"
+                         f" {sp['cpu_us_per_event']:.1f} µs | {r['cpu_per_event_ratio']:.2f}x |")  # fmt: skip
     if "6" in s:
         n, sp = s["6"]["naive"]["best_connects_per_s"], s["6"]["stockpush"]["best_connects_per_s"]
         lines.append(f"| 6. connects + subscribes per second without errors | {n:,.0f} | {sp:,.0f} |"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,9 +32,26 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
             assert steps
             assert all(step["events_per_s"] > 0 for step in steps)
             assert all(step["gaps"] == 0 for step in steps)
+    for kind in ("naive", "stockpush"):
+        frame = scenarios["frame"][kind]
+        # Measured over the load generator's window, the server pinned to one core.
+        assert 0 < frame["server_cpu"] <= 1.1 and 0 < frame["server_cpu_run"] <= 1.1
+        assert frame["cpu_us_per_event"] > 0
     assert scenarios["4"]["stockpush"]["20"]["clients"] == 20
     assert scenarios["6"]["stockpush"]["best_connects_per_s"] > 0
     assert report["machine"]["commit"]
     table = result.with_suffix(".md").read_text()
     assert "| 1. 100 clients" in table
+    assert "| per-frame cost: server CPU per delivered event" in table
     assert "ratio" in table
+
+
+def test_server_cpu_is_read_over_the_load_generators_window() -> None:
+    """CPU seconds between samples are interpolated; outside the samples the nearest one counts."""
+    from bench.__main__ import cpu_at
+
+    samples = [(10.0, 1.0), (10.1, 1.05), (10.2, 1.15)]
+    assert cpu_at(samples, 10.05) == pytest.approx(1.025)
+    assert cpu_at(samples, 10.15) == pytest.approx(1.10)
+    assert cpu_at(samples, 9.0) == 1.0
+    assert cpu_at(samples, 11.0) == 1.15
