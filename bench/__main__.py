@@ -85,7 +85,11 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
 
 
 @contextlib.contextmanager
-def server(kind: str, rate: float, symbols: int) -> Iterator[Server]:
+def server(kind: str, rate: float, symbols: int, root: Path = ROOT, stream: str = "") -> Iterator[Server]:
+    """A server on a free port: the baseline, or stockpush from the source tree at `root`.
+
+    `stream`: extra `stream:` settings for stockpush, as YAML flow mapping entries.
+    """
     port = free_port()
     config: Path | None = None
     if kind == "naive":
@@ -95,12 +99,15 @@ def server(kind: str, rate: float, symbols: int) -> Iterator[Server]:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             handle.write(
                 "server: {log_level: warning, graceful_shutdown_s: 2}\n"
-                "stream: {replay_window: 10000}\n"
+                f"stream: {{replay_window: 10000{', ' + stream if stream else ''}}}\n"
                 f"feeds:\n  - {{name: load, kind: synthetic, symbols: {symbols}, rate: {rate}}}\n"
             )
             config = Path(handle.name)
         argv = [sys.executable, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The server imports the package from `root`, whatever is installed (bench.ab runs two trees).
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
     handle_ = Server(kind, proc, f"ws://127.0.0.1:{port}/v1/stream", config)
     try:
         wait_listening(port, proc)

@@ -12,16 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
-    """`python -m bench --quick` measures both servers in every scenario and writes JSON and markdown."""
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the project root; it must exit 0."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    """`python -m bench --quick` measures both servers in every scenario and writes JSON and markdown."""
+    run_module("bench", "--quick", "--out", str(tmp_path), timeout=240)
     (result,) = tmp_path.glob("*.json")
     report = json.loads(result.read_text())
     scenarios = report["scenarios"]
@@ -55,3 +57,18 @@ def test_server_cpu_is_read_over_the_load_generators_window() -> None:
     assert cpu_at(samples, 10.15) == pytest.approx(1.10)
     assert cpu_at(samples, 9.0) == 1.0
     assert cpu_at(samples, 11.0) == 1.15
+
+
+def test_ab_runs_a_revision_against_the_working_tree(tmp_path: Path) -> None:
+    """`python -m bench.ab REV` measures both trees on one step, alternating, and writes JSON."""
+    args = ["HEAD", "--clients", "4", "--rate", "200", "--duration", "0.5", "--warmup", "0.3", "--repeat", "1"]
+    proc = run_module("bench.ab", *args, "--out", str(tmp_path), timeout=120)
+    (result,) = tmp_path.glob("ab-*.json")
+    report = json.loads(result.read_text())
+    for side in ("A", "B"):
+        (run,) = report["runs"][side]
+        assert run["events_per_s"] > 0 and run["gaps"] == 0
+        assert 0 < run["server_cpu"] <= 1.1
+    assert "medians (B / A)" in proc.stdout
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "stockpush-ab-" not in worktrees  # the temporary checkout is gone
