@@ -12,12 +12,12 @@ meanwhile: fewer, bigger frames.
 - **How long a beat.** `pace_ms`, stretched while the process is over 90 % busy (longer
   beats, fewer frames) up to `max_pace_ms`, and shrunk back when it is under 75 %. The
   busy share is smoothed over a few windows so one noisy window does not swing the beat.
-- **Spread over the beat.** Connections are woken in slices a few ms apart, not all at
-  once: each still gets one frame per beat, but a thousand frames do not leave in one
-  block that holds up the feed and makes the last client of the block wait for the first
-  999. An event then waits about one beat at most, whichever client it is for (a client
-  that connects mid-beat, or moves to another slice as connections come and go, may once
-  wait up to two).
+- **Spread over the beat.** Connections are woken in slices a few ms apart, by the wake
+  group the hub gave each (see hub.GroupFeed), not all at once: each still gets one frame
+  per beat, but a thousand frames do not leave in one block that holds up the feed and
+  makes the last client of the block wait for the first 999. An event then waits about one
+  beat at most, whichever client it is for (a client that connects mid-beat, or whose group
+  moves to another slice when the beat changes, may once wait up to two).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from service.hub import WAKE_GROUPS
 
 if TYPE_CHECKING:
     from service.config import StreamSettings
@@ -103,7 +105,7 @@ class Pacer:
 
     def _set(self, paced: bool) -> None:
         self.paced = paced
-        self._hub.deferred = paced
+        self._hub.deferred = paced  # off: the hub first hands over what it held for the groups
         log.debug("Pacing %s (busy %.0f %%)", "on" if paced else "off", self.busy * 100)
         if not paced:
             # Whatever was held for the next beat goes out now, and from here on at once.
@@ -142,14 +144,20 @@ class Pacer:
             self._hub.deferred = False
 
     async def beat_once(self) -> None:
-        """Wake every connection once, spread over one beat in slices."""
-        sessions = list(self._connections)
+        """Wake every connection once, spread over one beat, a slice of wake groups at a time."""
+        groups: list[list[Session]] = [[] for _ in range(WAKE_GROUPS)]
+        for session in self._connections:
+            groups[session.group].append(session)
         beat = self.beat
-        slices = max(1, min(len(sessions), int(beat / SLICE_S)))
+        slices = max(1, min(WAKE_GROUPS, int(beat / SLICE_S)))
         started = self._clock()
         for index in range(slices):
-            for session in sessions[index::slices]:
-                _poke(session)
+            for group in range(index, WAKE_GROUPS, slices):
+                # The group's chunks into its members' inboxes (see hub.GroupFeed), then
+                # each member takes them.
+                self._hub.release(group)
+                for session in groups[group]:
+                    _poke(session)
             # Sleep to this slice's end on the beat's own schedule, so the slices' own
             # CPU time does not stretch the beat.
             await asyncio.sleep(max(0.0, started + beat * (index + 1) / slices - self._clock()))

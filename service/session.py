@@ -54,7 +54,7 @@ class _Throttle:
 class Session:
     # One per connection: slots keep thousands of them small.
     __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal",
-                 "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer", "settings",
+                 "group", "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer", "settings",
                  "subscriptions")  # fmt: skip
 
     def __init__(
@@ -72,6 +72,7 @@ class Session:
         self.peer = peer
         self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
         self.inbox: list[Chunk] = []  # appended to by the hub, drained by absorb()
+        self.group = hub.join_group()  # when the pacer wakes it (service.pacer)
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
         self.subscriptions: dict[StreamKey, None] = {}
@@ -123,6 +124,7 @@ class Session:
         if self._absorbing:
             return  # absorb() is delivering in order; what is newer follows it
         self.hub.seal()  # this turn's chunks end here and are handed over; later events go in new ones
+        self.hub.release(self.group)  # and, while paced, those held for its wake group
         self.absorb()
 
     def deliver(self, event: Event) -> None:
@@ -295,9 +297,9 @@ class Session:
 
     def detach(self) -> None:
         """Stop receiving events: the connection is ending."""
-        self.inbox.clear()
         for key in self.subscriptions:
             self.hub.detach(key, self)
+        self.inbox.clear()
         self.subscriptions.clear()
         self.fatal = self.fatal or Fatal(CloseCode.NORMAL, "", None)
 

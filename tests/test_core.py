@@ -16,8 +16,8 @@ from feeds.random_walk import RandomWalkConfig, RandomWalkFeed
 from service.bus import ReplayRefused
 from service.bus.memory import SEGMENT, MemoryBus
 from service.config import StreamSettings
-from service.events import CHANNEL_KINDS, QUOTES, TRADES, BusMessage, Event, StreamKey, StreamReset
-from service.hub import Hub
+from service.events import CHANNEL_KINDS, QUOTES, TRADES, BusMessage, Chunk, Event, StreamKey, StreamReset
+from service.hub import WAKE_GROUPS, Hub
 from service.protocol import CloseCode
 from service.sequencer import Sequencer
 from service.session import Session
@@ -843,8 +843,11 @@ async def test_a_slow_notice_in_the_middle_of_a_turn_keeps_events_in_order() -> 
         assert client.last[(TRADES, sym)] == world.seq(TRADES, sym)
 
 
-async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_session() -> None:
-    """A deferring hub only hands chunks over; poke absorbs them in order; requests still catch up first."""
+async def test_while_paced_chunks_wait_for_the_session_s_wake_group() -> None:
+    """A deferring hub holds chunks per wake group; releasing the group and poking delivers them in order.
+
+    Requests still catch up first.
+    """
     world = World()
     world.hub.batched = True
     client = Client(world)
@@ -856,6 +859,10 @@ async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_se
     world.hub.flush()
     world.step(10)
     world.hub.flush()
+    assert not client.session.inbox and len(client.session.outbox) == 0  # held for the group
+    world.hub.release((client.session.group + 1) % WAKE_GROUPS)  # another group's wake
+    assert not client.session.inbox
+    world.hub.release(client.session.group)
     assert client.session.inbox and len(client.session.outbox) == 0
     assert client.wakes == wakes  # nothing woke the writer: the beat will
     client.session.poke()
@@ -870,13 +877,105 @@ async def test_while_paced_chunks_wait_in_the_inbox_until_the_pacer_wakes_the_se
     first_ack = next(i for i, f in enumerate(frames) if f["type"] == "ack")
     assert all(f["type"] == "data" for f in frames[:first_ack])
     assert client.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
-    # Pacing off: the hub absorbs for every subscriber at once again.
+    # Pacing off: what the groups held is handed over, and the hub absorbs for every
+    # subscriber at once again.
+    world.step(5)
+    world.hub.flush()
     world.hub.deferred = False
+    assert client.session.inbox
     world.step(5)
     world.hub.flush()
     assert not client.session.inbox
     client.frames()
     assert all(client.last[(ch, sym)] == world.seq(ch, sym) for ch in (TRADES, QUOTES) for sym in NAMES)
+
+
+async def test_while_paced_a_wake_group_s_members_each_get_exactly_their_streams_events() -> None:
+    """Members that join, leave and unsubscribe mid-beat get every event of their streams once, in order."""
+    world = World()
+    world.hub.batched = True
+    world.hub.deferred = True
+    clients = [Client(world) for _ in range(2 * WAKE_GROUPS + 1)]
+    early, late = clients[0], clients[WAKE_GROUPS]  # the same wake group
+    assert early.session.group == late.session.group
+    for client in clients[:-1]:
+        client.send({"op": "subscribe", "channels": ["trades"], "symbols": ["*"]})
+        client.frames()
+    world.step(10)
+    world.hub.flush()
+    # Joins mid-beat: what the group holds was sealed before its snapshot.
+    clients[-1].send({"op": "subscribe", "channels": ["trades"], "symbols": ["*"]})
+    late.send({"op": "subscribe", "channels": ["quotes"], "symbols": [NAMES[0]]})
+    early.send({"op": "unsubscribe", "channels": ["trades"], "symbols": [NAMES[1]]})
+    world.step(10)
+    world.hub.flush()
+    for group in range(WAKE_GROUPS):
+        world.hub.release(group)
+    for client in clients:
+        client.session.poke()
+        client.frames()  # Client checks every stream's order: no gap, no repeat
+        for sym in NAMES:
+            if client is early and sym == NAMES[1]:
+                continue
+            assert client.last[(TRADES, sym)] == world.seq(TRADES, sym)
+    assert late.last[(QUOTES, NAMES[0])] == world.seq(QUOTES, NAMES[0])
+    last_seen = early.last[(TRADES, NAMES[1])]
+    world.step(5)
+    world.hub.flush()
+    world.hub.release(early.session.group)
+    early.session.poke()
+    early.frames()
+    assert early.last[(TRADES, NAMES[1])] == last_seen  # unsubscribed: nothing more of it
+    assert early.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
+    # A member that leaves takes nothing more; the others of its group still get theirs.
+    late.session.close()
+    world.step(5)
+    world.hub.flush()
+    world.hub.release(early.session.group)
+    assert not late.session.inbox
+    early.session.poke()
+    early.frames()
+    assert early.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
+
+
+class Holder:
+    """The least a hub subscriber is: an inbox and a wake group."""
+
+    def __init__(self, group: int) -> None:
+        self.inbox: list[Chunk] = []
+        self.group = group
+
+    def seqs(self, key: StreamKey) -> list[int]:
+        return [e.seq for chunk in self.inbox if chunk.key == key for e in chunk.events]
+
+
+async def test_while_paced_a_subscriber_attached_mid_beat_gets_only_what_was_sealed_after() -> None:
+    """The hub's own rule, whatever the subscriber: a group's held chunks are not for a newcomer."""
+    world = World()
+    world.hub.batched = True
+    world.hub.deferred = True
+    key = (TRADES, NAMES[0])
+    first, second = Holder(3), Holder(3)
+    world.hub.attach(key, first)  # type: ignore[arg-type]
+    world.step(10)
+    world.hub.flush()
+    joined_at = world.seq(*key)
+    world.hub.attach(key, second)  # type: ignore[arg-type]
+    world.step(10)
+    world.hub.flush()
+    world.hub.release(3)
+    assert first.seqs(key) == list(range(1, world.seq(*key) + 1))
+    assert second.seqs(key) == list(range(joined_at + 1, world.seq(*key) + 1))
+    # Leaving mid-beat: what was sealed while subscribed is still everyone's, then no more.
+    world.step(10)
+    world.hub.flush()
+    left_at = world.seq(*key)
+    world.hub.detach(key, second)  # type: ignore[arg-type]
+    world.step(10)
+    world.hub.flush()
+    world.hub.release(3)
+    assert first.seqs(key) == list(range(1, world.seq(*key) + 1))
+    assert second.seqs(key) == list(range(joined_at + 1, left_at + 1))
 
 
 def test_slow_reader_of_quotes_is_conflated_not_closed() -> None:

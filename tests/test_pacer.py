@@ -6,12 +6,14 @@ import asyncio
 from typing import Any
 
 from service.config import StreamSettings
+from service.hub import WAKE_GROUPS
 from service.pacer import WINDOW_S, Pacer
 
 
 class FakeSession:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, group: int = 0) -> None:
         self.peer = name
+        self.group = group
         self.pokes: list[float] = []
         self.failed: str | None = None
 
@@ -47,14 +49,26 @@ class Clocks:
         self.cpu += seconds * busy
 
 
+class FakeHub:
+    """What the pacer uses of the hub: the `deferred` switch, and handing over a group's chunks."""
+
+    def __init__(self) -> None:
+        self.deferred = False
+        self.released: list[int] = []
+        self.released_at: list[float] = []
+
+    def release(self, group: int) -> None:
+        self.released.append(group)
+        self.released_at.append(asyncio.get_running_loop().time() if _loop_running() else 0.0)
+
+
 def fake_hub() -> Any:
-    """What the pacer uses of the hub: the `deferred` switch."""
-    return type("FakeHub", (), {"deferred": False})()
+    return FakeHub()
 
 
 def make(connections: int, clocks: Clocks, **stream: Any) -> tuple[Pacer, set[Any], Any]:
     hub = fake_hub()
-    sessions: set[Any] = {FakeSession(f"c{i}") for i in range(connections)}
+    sessions: set[Any] = {FakeSession(f"c{i}", i % WAKE_GROUPS) for i in range(connections)}
     settings = StreamSettings(**stream)
     pacer = Pacer(settings, sessions, hub, clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
     return pacer, sessions, hub
@@ -126,9 +140,9 @@ def test_the_beat_holds_between_the_thresholds() -> None:
 
 
 async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None:
-    """Connections are woken in slices across the beat, not all at one instant."""
+    """Connections are woken in slices across the beat, not all at one instant, each group's chunks first."""
     loop = asyncio.get_running_loop()
-    sessions: set[Any] = {FakeSession(f"c{i}") for i in range(40)}
+    sessions: set[Any] = {FakeSession(f"c{i}", i % WAKE_GROUPS) for i in range(40)}
     hub = fake_hub()
     pacer = Pacer(StreamSettings(max_frames_per_s=1000, pace_ms=40), sessions, hub)
     assert pacer.decide() is True
@@ -139,6 +153,10 @@ async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None
     assert len(pokes) == 40 and all(len(s.pokes) == 1 for s in sessions)
     assert hub.deferred is True
     assert pokes[-1] - pokes[0] >= 0.02  # spread: the last slice is woken well after the first
+    # Every wake group's chunks are handed over once, before its members take them.
+    assert sorted(hub.released) == list(range(WAKE_GROUPS))
+    released = dict(zip(hub.released, hub.released_at, strict=True))
+    assert all(released[s.group] <= s.pokes[0] for s in sessions)
 
 
 async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_get_theirs() -> None:
