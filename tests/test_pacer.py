@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from service.config import StreamSettings
@@ -199,3 +200,27 @@ async def test_a_failing_pacer_stops_deferring_and_runs_again() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert hub.deferred is False  # cancelled: nothing left waiting for a beat
+
+
+async def test_beats_keep_their_own_schedule_when_the_loop_runs_late() -> None:
+    """A late wake-up delays that beat only: the next starts when it was due, so lateness does not add up.
+
+    The last wake group's session blocks the loop for 5 ms, past its beat's end, as a busy
+    loop would.
+    """
+
+    class Stalling(FakeSession):
+        def poke(self) -> None:
+            super().poke()
+            time.sleep(0.005)
+
+    sessions: set[Any] = {FakeSession(f"c{i}", i) for i in range(WAKE_GROUPS - 1)}
+    sessions.add(Stalling("late", WAKE_GROUPS - 1))
+    first = next(s for s in sessions if s.group == 0)
+    pacer = Pacer(StreamSettings(max_frames_per_s=1000, pace_ms=20, max_pace_ms=20), sessions, fake_hub())
+    assert pacer.decide() is True
+    for _ in range(6):
+        await pacer.beat_once()
+    # Six beats of 20 ms: the first group's wakes are five beats apart, give or take one
+    # late wake-up (with every beat starting late they would be 15 ms or more further apart).
+    assert 5 * 0.02 - 0.001 <= first.pokes[-1] - first.pokes[0] < 5 * 0.02 + 0.006
