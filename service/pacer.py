@@ -161,10 +161,12 @@ class Pacer:
         for index in range(slices):
             for group in range(index, WAKE_GROUPS, slices):
                 # The group's chunks into its members' inboxes (see hub.GroupFeed), then
-                # each member takes them.
+                # each member that got some takes them. The others have nothing to do: a
+                # session that queues anything else wakes its writer itself.
                 self._hub.release(group)
                 for session in groups[group]:
-                    _poke(session)
+                    if session.inbox:
+                        _poke(session)
             # Sleep to this slice's end on the beat's own schedule, so the slices' own
             # CPU time does not stretch the beat.
             await asyncio.sleep(max(0.0, started + beat * (index + 1) / slices - self._clock()))

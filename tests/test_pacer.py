@@ -12,9 +12,10 @@ from service.pacer import WINDOW_S, Pacer
 
 
 class FakeSession:
-    def __init__(self, name: str, group: int = 0) -> None:
+    def __init__(self, name: str, group: int = 0, *, waiting: bool = True) -> None:
         self.peer = name
         self.group = group
+        self.inbox = ["chunk"] if waiting else []  # what the hub handed over
         self.pokes: list[float] = []
         self.failed: str | None = None
 
@@ -158,6 +159,16 @@ async def test_a_beat_wakes_every_connection_once_spread_over_the_beat() -> None
     assert sorted(hub.released) == list(range(WAKE_GROUPS))
     released = dict(zip(hub.released, hub.released_at, strict=True))
     assert all(released[s.group] <= s.pokes[0] for s in sessions)
+
+
+async def test_a_beat_wakes_only_connections_the_hub_handed_something() -> None:
+    """A connection with an empty inbox is not woken by the beat: it has nothing to take."""
+    idle, busy = FakeSession("idle", 0, waiting=False), FakeSession("busy", 0)
+    hub = fake_hub()
+    pacer = Pacer(StreamSettings(max_frames_per_s=100, pace_ms=2), {idle, busy}, hub)
+    pacer.decide()
+    await pacer.beat_once()
+    assert idle.pokes == [] and len(busy.pokes) == 1
 
 
 async def test_a_session_that_fails_when_woken_is_closed_and_the_others_still_get_theirs() -> None:
