@@ -31,6 +31,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+LOADGEN_SATURATED = 0.9  # share of its core past which the load generator's own queueing shows
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -278,7 +279,7 @@ def scenario_slow_consumer(rate: float, opts: Options) -> dict[str, Any]:
         with server("stockpush", rate, 100) as srv:
             out[f"slow_{slow}"] = run_stream(srv, "stockpush", clients=opts_clients(opts, 100), per_client=10,
                                               symbols=100, slow=slow, duration=opts.duration * 2,
-                                              warmup=opts.warmup, check_fraction=0.3)  # fmt: skip
+                                              warmup=opts.warmup, check_fraction=0.1)  # fmt: skip
     base, slow_ = out["slow_0"]["latency_ms"]["p99"], out["slow_1"]["latency_ms"]["p99"]
     out["p99_ratio"] = slow_ / base if base and slow_ else None
     out["rss_growth"] = out["slow_1"]["server_rss_peak"] / out["slow_0"]["server_rss_peak"]
@@ -394,8 +395,12 @@ def markdown(report: dict[str, Any]) -> str:
         r = s["5"]
         with_, without = r["slow_1"]["latency_ms"]["p99"], r["slow_0"]["latency_ms"]["p99"]
         ratio = r["p99_ratio"] or float("nan")
+        # A load generator near its core's limit queues events itself: then its p99s say nothing of the server.
+        busy = max(r["slow_0"]["loadgen_cpu"], r["slow_1"]["loadgen_cpu"])
+        note = f" (load generator at {busy:.0%}: its own backlog)" if busy >= LOADGEN_SATURATED else ""
         lines.append(
-            f"| 5. healthy p99 with one stalled client / without | - | {with_:.1f} / {without:.1f} ms | {ratio:.2f}x |"
+            f"| 5. healthy p99 with one stalled client / without | - | {with_:.1f} / {without:.1f} ms{note} |"
+            f" {ratio:.2f}x |"
         )
     if "frame" in s:
         r = s["frame"]
