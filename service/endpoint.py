@@ -62,6 +62,7 @@ class _Connection:
             on_fatal=self.on_fatal,
             clock=time.time,
             peer=peer,
+            write_now=self.pump.write_now if self.pump is not None else None,
         )
         if self.pump is not None:
             self.pump.session = self.session

@@ -79,6 +79,17 @@ class Pump:
         if sent:
             session.last_sent = time.monotonic()
 
+    def write_now(self, frame: str) -> bool:
+        """Write one frame at once, out of the scheduler's turn; False if the socket cannot take it.
+
+        Only for a session with nothing queued (see Session.poke), so nothing overtakes.
+        """
+        writer = self.writer
+        if writer.paused or self.session.fatal is not None or not writer.write_text(frame):
+            return False
+        self.session.last_sent = time.monotonic()
+        return True
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -19,7 +19,7 @@ from service.config import StreamSettings
 from service.events import CHANNEL_KINDS, DEFAULT_CHANNELS, STATE_CHANNELS, Chunk, Event, StreamKey
 from service.hub import Hub, Stream
 from service.outbox import Outbox, Put
-from service.protocol import CloseCode, ErrorCode, ProtocolError
+from service.protocol import CloseCode, ErrorCode, ProtocolError, data_frame
 from service.ratelimit import FloodDetector, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Fatal:
 
 
 _SIZE = operator.attrgetter("size")
+_WIRE = operator.attrgetter("wire")
 
 
 class _Throttle:
@@ -53,9 +54,9 @@ class _Throttle:
 
 class Session:
     # One per connection: slots keep thousands of them small.
-    __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake", "fatal",
-                 "group", "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer", "settings",
-                 "subscriptions")  # fmt: skip
+    __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake",
+                 "_write_now", "fatal", "group", "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer",
+                 "settings", "subscriptions")  # fmt: skip
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class Session:
         on_fatal: Callable[[], None],
         clock: Callable[[], float],
         peer: str = "?",
+        write_now: Callable[[str], bool] | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
@@ -78,6 +80,8 @@ class Session:
         self.subscriptions: dict[StreamKey, None] = {}
         self.fatal: Fatal | None = None
         self._wake = wake
+        # Writes a frame onto the socket at once if it can take it (see poke); None: no such writer.
+        self._write_now = write_now
         self._on_fatal = on_fatal
         self._clock = clock
         self._throttles: dict[StreamKey, _Throttle] = {}
@@ -218,8 +222,23 @@ class Session:
         self._wake()
 
     def poke(self) -> None:
-        """The pacer's beat: take what the hub handed over, and wake the writer if anything is queued."""
-        if self.inbox:
+        """The pacer's beat: take what the hub handed over, and wake the writer if anything is queued.
+
+        The common case, nothing else queued, no throttles, no conflation, a socket that
+        takes frames, goes straight out as one frame written now: no trip through the
+        outbox (its bounds would count the bytes in and straight back out) or the write
+        scheduler. That is most frames at 1,000 clients, where frames fill the core.
+        """
+        inbox = self.inbox
+        if inbox:
+            outbox = self.outbox
+            if (self._write_now is not None and not len(outbox) and self.fatal is None and not self._throttles
+                    and not outbox.conflating):  # fmt: skip
+                frame = data_frame(map(_WIRE, inbox))
+                if len(frame) <= outbox.batch_bytes and self._write_now(frame):
+                    inbox.clear()
+                    self.heartbeat_due = False
+                    return
             self.absorb()  # wakes the writer for what it queues
         elif len(self.outbox):
             self._wake()

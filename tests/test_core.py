@@ -938,6 +938,72 @@ async def test_while_paced_a_wake_group_s_members_each_get_exactly_their_streams
     assert early.last[(TRADES, NAMES[0])] == world.seq(TRADES, NAMES[0])
 
 
+class DirectClient(Client):
+    """A Client whose session may write frames at once, as under `stockpush serve` (Pump.write_now)."""
+
+    def __init__(self, world: World, **settings: Any) -> None:
+        super().__init__(world, **settings)
+        self.written: list[str] = []
+        self.socket_full = False
+        self.session._write_now = self._write_now
+
+    def _write_now(self, frame: str) -> bool:
+        if self.socket_full:
+            return False
+        self.written.append(frame)
+        return True
+
+    def all_frames(self) -> list[dict[str, Any]]:
+        """What reached the socket: frames written at once, then what the outbox holds, checked in order."""
+        direct = [json.loads(frame) for frame in self.written]
+        self.written.clear()
+        for frame in direct:
+            self._check(frame)
+        return direct + self.frames()
+
+
+async def test_while_paced_a_woken_session_with_nothing_queued_writes_its_frame_at_once() -> None:
+    """The beat's frame skips the outbox when nothing waits there; otherwise it queues behind, in order."""
+    world = World()
+    world.hub.batched = True
+    client = DirectClient(world)
+    client.send({"op": "subscribe", "channels": ["trades", "quotes"], "symbols": ["*"]})
+    assert client.all_frames()  # hello, ack, snapshots: through the outbox
+    world.hub.deferred = True
+    wakes = client.wakes
+    world.step(10)
+    world.hub.flush()
+    world.hub.release(client.session.group)
+    client.session.poke()
+    assert len(client.written) == 1 and client.wakes == wakes  # one frame, no trip through the writer
+    assert not client.session.inbox and len(client.session.outbox) == 0 and client.session.outbox.bytes == 0
+    assert [f["type"] for f in client.all_frames()] == ["data"]
+    # A full socket: the events queue in the outbox as before, and the next beat's queue behind them.
+    client.socket_full = True
+    world.step(5)
+    world.hub.flush()
+    world.hub.release(client.session.group)
+    client.session.poke()
+    assert not client.written and len(client.session.outbox)
+    client.socket_full = False
+    world.step(5)
+    world.hub.flush()
+    world.hub.release(client.session.group)
+    client.session.poke()
+    assert not client.written  # something waits in the outbox: nothing overtakes it
+    client.all_frames()  # Client checks every stream's order
+    # A beat's worth bigger than a frame may be goes through the outbox, which splits it.
+    client.session.outbox.batch_bytes = 300
+    world.step(20)
+    world.hub.flush()
+    world.hub.release(client.session.group)
+    client.session.poke()
+    assert not client.written
+    frames = client.all_frames()
+    assert len(frames) > 1 and all(len(json.dumps(f, separators=(",", ":"))) <= 300 for f in frames)
+    assert all(client.last[(ch, sym)] == world.seq(ch, sym) for ch in (TRADES, QUOTES) for sym in NAMES)
+
+
 class Holder:
     """The least a hub subscriber is: an inbox and a wake group."""
 
