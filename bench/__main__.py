@@ -18,6 +18,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+PAIRS = 3  # scenario 5's alternating runs without and with the stalled client
 LOADGEN_SATURATED = 0.9  # share of its core past which the load generator's own queueing shows
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
@@ -149,6 +151,10 @@ def cpu_at(samples: Sequence[tuple[float, float]], when: float) -> float:
         if t0 <= when <= t1:
             return c0 + (c1 - c0) * (when - t0) / (t1 - t0) if t1 > t0 else c1
     return samples[-1][1] if when > samples[-1][0] else samples[0][1]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def held(result: dict[str, Any], expected_per_s: float, p99_limit_ms: float) -> bool:
@@ -274,17 +280,30 @@ def scenario_memory(opts: Options) -> dict[str, Any]:
 
 
 def scenario_slow_consumer(rate: float, opts: Options) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for slow in (0, 1):
-        with server("stockpush", rate, 100) as srv:
-            out[f"slow_{slow}"] = run_stream(srv, "stockpush", clients=opts_clients(opts, 100), per_client=10,
-                                              symbols=100, slow=slow, duration=opts.duration * 2,
-                                              warmup=opts.warmup, check_fraction=0.1)  # fmt: skip
-    base, slow_ = out["slow_0"]["latency_ms"]["p99"], out["slow_1"]["latency_ms"]["p99"]
+    """Healthy clients' p99 without and with one stalled client, in alternating pairs.
+
+    At p99s of 10-20 ms, one run's tail moves by more than the 10 % being judged on this
+    shared host, so each side runs PAIRS times, alternating, and the medians are compared.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {"slow_0": [], "slow_1": []}
+    for _ in range(1 if opts.quick else PAIRS):
+        for slow in (0, 1):
+            with server("stockpush", rate, 100) as srv:
+                runs[f"slow_{slow}"].append(run_stream(srv, "stockpush", clients=opts_clients(opts, 100),
+                                                       per_client=10, symbols=100, slow=slow,
+                                                       duration=opts.duration * 2, warmup=opts.warmup,
+                                                       check_fraction=0.1))  # fmt: skip
+    out: dict[str, Any] = {"runs": runs}
+    for side, side_runs in runs.items():
+        p99s = [r["latency_ms"]["p99"] for r in side_runs if r["latency_ms"]["p99"] is not None]
+        out[side] = {"p99": statistics.median(p99s) if p99s else None,
+                     "loadgen_cpu": max(r["loadgen_cpu"] for r in side_runs),
+                     "server_rss_peak": max(r["server_rss_peak"] for r in side_runs)}  # fmt: skip
+    base, slow_ = out["slow_0"]["p99"], out["slow_1"]["p99"]
     out["p99_ratio"] = slow_ / base if base and slow_ else None
     out["rss_growth"] = out["slow_1"]["server_rss_peak"] / out["slow_0"]["server_rss_peak"]
-    print(f"  healthy p99 without / with a stalled client: {base} / {slow_} ms; peak RSS ratio {out['rss_growth']:.2f}",
-          flush=True)  # fmt: skip
+    print(f"  healthy p99 without / with a stalled client (median of {len(runs['slow_0'])}): {base} / {slow_} ms;"
+          f" peak RSS ratio {out['rss_growth']:.2f}", flush=True)  # fmt: skip
     return out
 
 
@@ -393,14 +412,14 @@ def markdown(report: dict[str, Any]) -> str:
                          f" {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
     if "5" in s:
         r = s["5"]
-        with_, without = r["slow_1"]["latency_ms"]["p99"], r["slow_0"]["latency_ms"]["p99"]
+        with_, without = r["slow_1"]["p99"], r["slow_0"]["p99"]
         ratio = r["p99_ratio"] or float("nan")
         # A load generator near its core's limit queues events itself: then its p99s say nothing of the server.
         busy = max(r["slow_0"]["loadgen_cpu"], r["slow_1"]["loadgen_cpu"])
         note = f" (load generator at {busy:.0%}: its own backlog)" if busy >= LOADGEN_SATURATED else ""
         lines.append(
-            f"| 5. healthy p99 with one stalled client / without | - | {with_:.1f} / {without:.1f} ms{note} |"
-            f" {ratio:.2f}x |"
+            f"| 5. healthy p99 with one stalled client / without (medians) | - |"
+            f" {_ms(with_)} / {_ms(without)} ms{note} | {ratio:.2f}x |"
         )
     if "frame" in s:
         r = s["frame"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,18 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         # Measured over the load generator's window, the server pinned to one core.
         assert 0 < frame["server_cpu"] <= 1.1 and 0 < frame["server_cpu_run"] <= 1.1
         assert frame["cpu_us_per_event"] > 0
+    slow = scenarios["5"]
+    for side in ("slow_0", "slow_1"):
+        assert slow["runs"][side] and all(run["gaps"] == 0 for run in slow["runs"][side])
+        assert slow[side]["p99"] == statistics.median(run["latency_ms"]["p99"] for run in slow["runs"][side])
+    assert slow["p99_ratio"] == pytest.approx(slow["slow_1"]["p99"] / slow["slow_0"]["p99"])
     assert scenarios["4"]["stockpush"]["20"]["clients"] == 20
     assert scenarios["6"]["stockpush"]["best_connects_per_s"] > 0
     assert report["machine"]["commit"]
     table = result.with_suffix(".md").read_text()
     assert "| 1. 100 clients" in table
     assert "| per-frame cost: server CPU per delivered event" in table
+    assert "| 5. healthy p99 with one stalled client / without (medians)" in table
     assert "ratio" in table
 
 
