@@ -156,10 +156,15 @@ class Hub:
 
     @deferred.setter
     def deferred(self, on: bool) -> None:
-        if not on:
+        if on:
+            self._deferred = True
+            return
+        try:
             self.seal()
             self.release_all()  # from here on chunks go straight to the inboxes
-        self._deferred = on
+        finally:
+            # Whatever failed, the hub must not stay deferring: nobody would wake the clients.
+            self._deferred = False
 
     def join_group(self) -> int:
         """A wake group for a new subscriber: round robin, so groups stay about even."""

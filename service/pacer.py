@@ -2,9 +2,9 @@
 
 A frame costs ~10 us of server CPU whatever it holds (mostly the socket write: on loopback
 the kernel's whole TCP path), so with many clients frames rather than events use up the
-core. The pacer then has the hub defer the hand-over (events wait in the sessions' inboxes)
-and wakes each client's session once per beat to take and send everything that arrived
-meanwhile: fewer, bigger frames.
+core. The pacer then has the hub defer the hand-over (events wait in the hub's wake-group
+feeds, see hub.GroupFeed) and wakes each client's session once per beat to take and send
+everything that arrived meanwhile: fewer, bigger frames.
 
 - **When.** While the frame budget (`max_frames_per_s`) leaves less than 1 ms per
   connection. With fewer clients every event goes out at once: there, producing events,
@@ -142,7 +142,11 @@ class Pacer:
         except Exception:
             log.exception("Stopping the pacer failed")
             self.paced = False
-            self._hub.deferred = False
+            if self._hub.deferred:  # the hub's setter stops deferring even when handing over fails
+                try:
+                    self._hub.deferred = False
+                except Exception:
+                    log.exception("Handing over what the wake groups held failed")
 
     async def beat_once(self) -> None:
         """Wake every connection once, spread over one beat, a slice of wake groups at a time."""

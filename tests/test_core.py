@@ -1004,6 +1004,39 @@ async def test_while_paced_a_woken_session_with_nothing_queued_writes_its_frame_
     assert all(client.last[(ch, sym)] == world.seq(ch, sym) for ch in (TRADES, QUOTES) for sym in NAMES)
 
 
+async def test_while_paced_only_a_plain_session_writes_its_frame_at_once() -> None:
+    """Throttles keep the outbox's way (they hold events back); a failed session writes nothing.
+
+    A frame written at once counts as the connection being alive (no heartbeat owed).
+    """
+    world = World()
+    world.hub.batched = True
+    plain, throttled = DirectClient(world), DirectClient(world)
+    plain.send({"op": "subscribe", "channels": ["quotes"], "symbols": ["*"]})
+    throttled.send({"op": "subscribe", "channels": ["quotes"], "symbols": ["*"], "throttle_ms": 1000})
+    for client in (plain, throttled):
+        client.all_frames()
+    world.hub.deferred = True
+    plain.session.heartbeat_due = True
+    world.step(4)  # one second
+    world.hub.flush()
+    world.hub.release_all()
+    for client in (plain, throttled):
+        client.session.poke()
+    assert len(plain.written) == 1 and plain.session.heartbeat_due is False
+    assert not throttled.written  # the throttle decides what goes, through the outbox
+    throttled.all_frames()
+    plain.all_frames()
+    assert all(len(throttled.received[(QUOTES, sym)]) <= 2 for sym in NAMES)  # one second at 1 a second
+    assert sum(len(plain.received[(QUOTES, sym)]) for sym in NAMES) > 2 * len(NAMES)
+    plain.session.fail("boom")
+    world.step(5)
+    world.hub.flush()
+    world.hub.release_all()
+    plain.session.poke()
+    assert not plain.written
+
+
 class Holder:
     """The least a hub subscriber is: an inbox and a wake group."""
 
