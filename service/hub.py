@@ -273,17 +273,19 @@ class Hub:
                 chunk.seal()
                 # A big chunk (a burst after a stall) goes out in pieces that fit a frame,
                 # split here once for every subscriber rather than by each outbox.
-                pieces = [chunk] if chunk.size <= self.chunk_bytes else chunk.pieces(self.chunk_bytes)
+                small = chunk.size <= self.chunk_bytes
                 if self._deferred:
+                    pieces = [chunk] if small else chunk.pieces(self.chunk_bytes)
                     due = self._due
                     for feed in stream.feeds.values():
                         if not feed.chunks:
                             due[feed.group].append(feed)
                         feed.chunks += pieces
-                elif len(pieces) == 1:
+                elif small:  # the common case: no list per chunk
                     for append in stream.appenders:
                         append(chunk)
                 else:
+                    pieces = chunk.pieces(self.chunk_bytes)
                     for append in stream.appenders:
                         for piece in pieces:
                             append(piece)

@@ -21,7 +21,7 @@ from service.events import Chunk, Event, StreamKey
 from service.protocol import data_frame, with_prev_seq
 
 FRAME_OVERHEAD = len(data_frame(()))
-_WIRE = operator.attrgetter("wire")  # the `data` wrapper around the events
+WIRE = operator.attrgetter("wire")  # an Event's or a Chunk's JSON text
 
 
 class Put(enum.Enum):
@@ -164,7 +164,7 @@ class Outbox:
             return None
         if self._special == 0 and self.bytes + FRAME_OVERHEAD + len(items) <= self.batch_bytes:
             # Only plain events queued and they fit: one join at C speed.
-            frame = '{"type":"data","events":[' + ",".join(map(_WIRE, items)) + "]}"
+            frame = '{"type":"data","events":[' + ",".join(map(WIRE, items)) + "]}"
             items.clear()
             self.bytes = 0
             self._end_conflation_if_caught_up()

@@ -18,7 +18,7 @@ from service.bus import ReplayRefused
 from service.config import StreamSettings
 from service.events import CHANNEL_KINDS, DEFAULT_CHANNELS, STATE_CHANNELS, Chunk, Event, StreamKey
 from service.hub import Hub, Stream
-from service.outbox import Outbox, Put
+from service.outbox import WIRE, Outbox, Put
 from service.protocol import CloseCode, ErrorCode, ProtocolError, data_frame
 from service.ratelimit import FloodDetector, TokenBucket
 
@@ -37,7 +37,6 @@ class Fatal:
 
 
 _SIZE = operator.attrgetter("size")
-_WIRE = operator.attrgetter("wire")
 
 
 class _Throttle:
@@ -234,7 +233,7 @@ class Session:
             outbox = self.outbox
             if (self._write_now is not None and not len(outbox) and self.fatal is None and not self._throttles
                     and not outbox.conflating):  # fmt: skip
-                frame = data_frame(map(_WIRE, inbox))
+                frame = data_frame(map(WIRE, inbox))
                 if len(frame) <= outbox.batch_bytes and self._write_now(frame):
                     inbox.clear()
                     self.heartbeat_due = False

@@ -1077,6 +1077,22 @@ async def test_while_paced_a_subscriber_attached_mid_beat_gets_only_what_was_sea
     assert second.seqs(key) == list(range(joined_at + 1, left_at + 1))
 
 
+async def test_while_paced_a_big_chunk_reaches_the_group_in_pieces_in_order() -> None:
+    """A turn's chunk over chunk_bytes is cut once and held for the group as pieces, in order."""
+    world = World()
+    world.hub.batched = True
+    world.hub.deferred = True
+    world.hub.chunk_bytes = 200
+    key = (TRADES, NAMES[0])
+    holder = Holder(2)
+    world.hub.attach(key, holder)  # type: ignore[arg-type]
+    world.step(40)  # one turn: one chunk, cut at sealing
+    world.hub.flush()
+    world.hub.release(2)
+    assert len(holder.inbox) > 1 and all(chunk.size <= 200 for chunk in holder.inbox)
+    assert holder.seqs(key) == list(range(1, world.seq(*key) + 1))
+
+
 def test_slow_reader_of_quotes_is_conflated_not_closed() -> None:
     """A client that stops reading quotes gets notice SLOW_CONSUMER and conflated events; it stays bounded."""
     world = World()
