@@ -34,7 +34,7 @@ WAKE_GROUPS = 10
 
 class Subscriber(Protocol):
     inbox: list[Chunk]
-    group: int  # its wake group, fixed for its lifetime (Hub.join_group)
+    group: int  # its wake group, fixed for its lifetime (Hub.join_group, Hub.leave_group)
 
     def absorb(self) -> None: ...
 
@@ -134,6 +134,7 @@ class Hub:
         # chunks when the pacer wakes their group, not at every flush.
         self._deferred = False
         self._due: list[list[GroupFeed]] = [[] for _ in range(WAKE_GROUPS)]  # feeds holding chunks
+        self._group_sizes = [0] * WAKE_GROUPS  # connections per wake group (join_group, leave_group)
         self._next_group = 0
         self.chunk_bytes = chunk_bytes  # the most a chunk handed to subscribers holds
         self._open: list[Stream] = []  # streams with an open chunk
@@ -167,10 +168,26 @@ class Hub:
             self._deferred = False
 
     def join_group(self) -> int:
-        """A wake group for a new subscriber: round robin, so groups stay about even."""
-        group = self._next_group
+        """A wake group for a new connection: the smallest, so slices stay even as clients come and go.
+
+        Ties go round robin from the last group given, so a burst of connections spreads out.
+        (Plain round robin let groups drift apart under churn: the pacer's slices, and so
+        the wait of a slice's last client, grew with the largest group.)
+        """
+        sizes = self._group_sizes
+        start = self._next_group
+        group = min(range(start, start + WAKE_GROUPS), key=lambda g: sizes[g % WAKE_GROUPS]) % WAKE_GROUPS
+        sizes[group] += 1
         self._next_group = (group + 1) % WAKE_GROUPS
         return group
+
+    def leave_group(self, group: int) -> None:
+        """A connection of this wake group ended (once per join_group)."""
+        self._group_sizes[group] -= 1
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return list(self._group_sizes)
 
     def release(self, group: int) -> None:
         """Hand the chunks held for one wake group over to its members' inboxes, in order."""

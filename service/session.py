@@ -53,7 +53,7 @@ class _Throttle:
 
 class Session:
     # One per connection: slots keep thousands of them small.
-    __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_held", "_on_fatal", "_throttles", "_wake",
+    __slots__ = ("_absorbing", "_bucket", "_clock", "_flood", "_grouped", "_held", "_on_fatal", "_throttles", "_wake",
                  "_write_now", "fatal", "group", "heartbeat_due", "hub", "inbox", "last_sent", "outbox", "peer",
                  "settings", "subscriptions")  # fmt: skip
 
@@ -74,6 +74,7 @@ class Session:
         self.outbox = Outbox(settings.send_buffer_bytes, settings.max_batch_bytes)
         self.inbox: list[Chunk] = []  # appended to by the hub, drained by absorb()
         self.group = hub.join_group()  # when the pacer wakes it (service.pacer)
+        self._grouped = True
         self.last_sent = time.monotonic()  # when the writer last sent a frame
         self.heartbeat_due = False
         self.subscriptions: dict[StreamKey, None] = {}
@@ -102,8 +103,11 @@ class Session:
         inbox = self.inbox
         if not inbox:
             return
+        if self.fatal is not None:
+            inbox.clear()  # the connection is ending: nothing more goes out (see deliver)
+            return
         outbox = self.outbox
-        if self.fatal is None and not self._throttles and not outbox.conflating:
+        if not self._throttles and not outbox.conflating:
             size = sum(map(_SIZE, inbox))
             if outbox.bytes + size <= outbox.half:
                 outbox.extend(inbox, size)
@@ -317,6 +321,9 @@ class Session:
         """Stop receiving events: the connection is ending."""
         for key in self.subscriptions:
             self.hub.detach(key, self)
+        if self._grouped:  # detach runs again on close
+            self._grouped = False
+            self.hub.leave_group(self.group)
         self.inbox.clear()
         self.subscriptions.clear()
         self.fatal = self.fatal or Fatal(CloseCode.NORMAL, "", None)

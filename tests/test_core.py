@@ -1169,3 +1169,19 @@ def test_close_detaches_from_every_stream() -> None:
     assert client.session.subscriptions == {}
     world.step(5)
     assert client.session.outbox.take_frame() is None
+
+
+def test_wake_groups_stay_even_as_connections_come_and_go() -> None:
+    """A new connection joins the smallest wake group; detach and close leave it exactly once."""
+    world = World()
+    clients = [Client(world) for _ in range(3 * WAKE_GROUPS)]
+    assert world.hub.group_sizes == [3] * WAKE_GROUPS
+    # Churn that empties some groups more than others: all of group 0 and 1, one of group 2.
+    gone = [c for c in clients if c.session.group in (0, 1)] + [next(c for c in clients if c.session.group == 2)]
+    for client in gone:
+        client.session.detach()
+        client.session.close()  # the endpoint detaches, then closes: one leave, not two
+    assert world.hub.group_sizes == [0, 0, 2] + [3] * (WAKE_GROUPS - 3)
+    newcomers = [Client(world) for _ in range(len(gone))]
+    assert sorted(c.session.group for c in newcomers) == [0, 0, 0, 1, 1, 1, 2]
+    assert world.hub.group_sizes == [3] * WAKE_GROUPS
