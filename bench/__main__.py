@@ -1,7 +1,9 @@
 """Benchmark stockpush against the naive baseline, in the same run: `python -m bench`.
 
 Every scenario runs the baseline and stockpush one after the other on loopback, with the
-server pinned to one core and the load generator to the other, and reports ratios. Runs
+server pinned to one core and the load generator to the other, and reports ratios. Where
+Node.js is installed, a reference server (Node.js `ws`, batched frames: issue 5's
+moonshot) runs scenarios 1-4 and the per-frame one too. Runs
 are bounded in time and stop by themselves. Results go to bench/results/ as JSON and
 markdown; see docs/performance.md for what the scenarios mean.
 """
@@ -35,6 +37,26 @@ RESULTS = ROOT / "bench" / "results"
 PAIRS = 3  # scenario 5's alternating runs without and with the stalled client
 LOADGEN_SATURATED = 0.9  # share of its core past which the load generator's own queueing shows
 SERVER_CPU, CLIENT_CPU = "0", "1"
+NODE_DIR = ROOT / "bench" / "baselines" / "node_ws"
+BASELINES = ("naive", "stockpush")
+
+
+def protocol_of(kind: str) -> str:
+    """What the load generator speaks to a server: both reference servers take the naive one."""
+    return "stockpush" if kind == "stockpush" else "naive"
+
+
+def node_reference() -> str | None:
+    """None when the Node.js reference server can run here; else why not."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return "node or npm not found"
+    if not (NODE_DIR / "node_modules" / "ws").is_dir():
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
+                              timeout=300, check=False)  # fmt: skip
+        if done.returncode:
+            return f"npm ci failed in {NODE_DIR.relative_to(ROOT)}: {done.stderr.strip()[-300:]}"
+    return None
 
 
 def free_port() -> int:
@@ -97,6 +119,9 @@ def server(kind: str, rate: float, symbols: int, root: Path = ROOT, stream: str 
     config: Path | None = None
     if kind == "naive":
         argv = [sys.executable, "-m", "bench.baselines.naive", "--port", str(port), "--rate", str(rate),
+                "--symbols", str(symbols)]  # fmt: skip
+    elif kind == "node":
+        argv = ["node", str(NODE_DIR / "server.mjs"), "--port", str(port), "--rate", str(rate),
                 "--symbols", str(symbols)]  # fmt: skip
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
@@ -178,7 +203,7 @@ def step_rates(
     the results; `best` is the highest rate that held.
     """
     fanout = clients * per_client / symbols
-    protocol = "naive" if kind == "naive" else "stockpush"
+    protocol = protocol_of(kind)
     steps: list[dict[str, Any]] = []
 
     def attempt(rate: float) -> dict[str, Any]:
@@ -228,10 +253,11 @@ class Options:
     warmup: float
     quick: bool
     bisections: int = 4
+    kinds: tuple[str, ...] = BASELINES  # + "node" when the reference server runs
 
 
 def scenario_throughput(clients: int, opts: Options, ladder: Sequence[float]) -> dict[str, Any]:
-    return {kind: step_rates(kind, clients, 10, 100, ladder, opts) for kind in ("naive", "stockpush")}
+    return {kind: step_rates(kind, clients, 10, 100, ladder, opts) for kind in opts.kinds}
 
 
 def best_delivered(result: dict[str, Any]) -> float:
@@ -241,10 +267,9 @@ def best_delivered(result: dict[str, Any]) -> float:
 
 def scenario_latency(rate: float, opts: Options) -> dict[str, Any]:
     out = {}
-    for kind in ("naive", "stockpush"):
+    for kind in opts.kinds:
         with server(kind, rate, 100) as srv:
-            protocol = "naive" if kind == "naive" else "stockpush"
-            out[kind] = run_stream(srv, protocol, clients=opts_clients(opts, 1000), per_client=10, symbols=100,
+            out[kind] = run_stream(srv, protocol_of(kind), clients=opts_clients(opts, 1000), per_client=10, symbols=100,
                                    duration=opts.duration * 2, warmup=opts.warmup, check_fraction=0.05)  # fmt: skip
         lat = out[kind]["latency_ms"]
         print(f"  {kind:9} latency at feed {rate:,.0f}/s: p50 {lat['p50']} p99 {lat['p99']} p99.9 {lat['p999']} ms",
@@ -258,7 +283,7 @@ def opts_clients(opts: Options, n: int) -> int:
 
 def scenario_memory(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kind in ("naive", "stockpush"):
+    for kind in opts.kinds:
         out[kind] = {}
         for n in [20] if opts.quick else [1000, 5000]:
             with server(kind, 1, 100) as srv:
@@ -313,16 +338,16 @@ def scenario_frame_cost(opts: Options) -> dict[str, Any]:
     delivered = 50_000
     rate = delivered / (clients * 10 / 100)
     out: dict[str, Any] = {}
-    for kind in ("naive", "stockpush"):
+    for kind in opts.kinds:
         with server(kind, rate, 100) as srv:
-            out[kind] = run_stream(srv, "naive" if kind == "naive" else "stockpush", clients=clients, per_client=10,
+            out[kind] = run_stream(srv, protocol_of(kind), clients=clients, per_client=10,
                                    symbols=100, duration=opts.duration * 2, warmup=opts.warmup)  # fmt: skip
         print(f"  {kind:9} server cpu at 50k events/s to {clients} clients: {out[kind]['server_cpu']:.0%}"
               f" ({out[kind]['events_per_frame']:.2f} events/frame)", flush=True)  # fmt: skip
     out["cpu_ratio"] = out["stockpush"]["server_cpu"] / max(out["naive"]["server_cpu"], 1e-9)
     # A baseline that cannot carry the load shows ~100 % CPU whatever the true cost: per
     # delivered event, the comparison still holds.
-    for kind in ("naive", "stockpush"):
+    for kind in opts.kinds:
         result = out[kind]
         result["cpu_us_per_event"] = result["server_cpu"] / max(result["events_per_s"], 1e-9) * 1e6
         result["carried"] = carried(result, delivered)
@@ -332,11 +357,11 @@ def scenario_frame_cost(opts: Options) -> dict[str, Any]:
 
 def scenario_churn(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kind in ("naive", "stockpush"):
+    for kind in BASELINES:  # not the Node.js reference: issue 5 gives no figure of it here
         steps = []
         for concurrency in [4] if opts.quick else [4, 16, 64]:
             with server(kind, 100, 100) as srv:
-                proc = loadgen("churn", srv.url, protocol="naive" if kind == "naive" else "stockpush",
+                proc = loadgen("churn", srv.url, protocol=protocol_of(kind),
                                concurrency=concurrency, duration=opts.duration)  # fmt: skip
                 raw, _ = proc.communicate(timeout=opts.duration + 60)
             result = json.loads(raw.decode().strip().splitlines()[-1])
@@ -376,40 +401,73 @@ def machine() -> dict[str, Any]:
         if Path("/proc/cpuinfo").exists()
         else "?",
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "versions": {p: version(p) for p in ("starlette", "uvicorn", "websockets", "orjson", "picows", "uvloop")},
+        "versions": {
+            **{p: version(p) for p in ("starlette", "uvicorn", "websockets", "orjson", "picows", "uvloop")},
+            "node": node_version(),
+        },
         "commit": commit.strip(),
     }
 
 
+def node_version() -> str:
+    if shutil.which("node") is None:
+        return "-"
+    done = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    ws = NODE_DIR / "node_modules" / "ws" / "package.json"
+    ws_version = json.loads(ws.read_text())["version"] if ws.exists() else "-"
+    return f"{done.stdout.strip()} (ws {ws_version})"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    s = report["scenarios"]
+    node = report.get("node_reference") is None and any("node" in sc for sc in s.values() if isinstance(sc, dict))
     lines = [
         f"# stockpush benchmark, {report['started']}",
         "",
         f"Commit `{m['commit']}`, Python {m['python']}, {m['cpu_model']} ({m['cpus']} CPUs), {m['memory_gib']} GiB;"
         f" versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}. Server pinned to CPU {SERVER_CPU},"
-        f" load generator to CPU {CLIENT_CPU}; ratios are stockpush / naive baseline from this same run.",
+        f" load generator to CPU {CLIENT_CPU}; ratios are stockpush / naive baseline from this same run"
+        + (", and stockpush / the Node.js `ws` reference (batched frames) beside them." if node else "."),
         "",
-        "| scenario | naive baseline | stockpush | ratio |",
-        "|---|---|---|---|",
     ]
-    s = report["scenarios"]
+    if node:
+        lines += ["| scenario | naive baseline | stockpush | ratio | Node.js ws, batched | stockpush / Node.js |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+    else:
+        lines += ["| scenario | naive baseline | stockpush | ratio |", "|---|---|---|---|"]
+    if not node and report.get("node_reference"):
+        lines[2] += f" (Node.js reference not run: {report['node_reference']}.)"
+
+    def row(label: str, naive: str, stockpush: str, ratio: str, ref: tuple[str, str] | None = None) -> None:
+        cells = [label, naive, stockpush, ratio]
+        if node:
+            cells += list(ref or ("-", "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+
+    def x(a: float, b: float, digits: int = 2) -> str:
+        return f"{a / b:.{digits}f}x" if b else "-"
+
     for key, label in (("1", "1. 100 clients: delivered events/s at p99 <= 100 ms"),
                        ("2", "2. 1,000 clients: delivered events/s at p99 <= 100 ms")):  # fmt: skip
         if key in s:
             n, sp = best_delivered(s[key]["naive"]), best_delivered(s[key]["stockpush"])
-            lines.append(f"| {label} | {n:,.0f} | {sp:,.0f} | {sp / n if n else float('nan'):.1f}x |")
+            nd = best_delivered(s[key]["node"]) if "node" in s[key] else None
+            row(label, f"{n:,.0f}", f"{sp:,.0f}", x(sp, n, 1),
+                None if nd is None else (f"{nd:,.0f}", x(sp, nd)))  # fmt: skip
     if "3" in s:
         for q in ("p50", "p99", "p999"):
             n, sp = s["3"]["naive"]["latency_ms"][q], s["3"]["stockpush"]["latency_ms"][q]
-            lines.append(f"| 3. latency {q} (ms) at {s['3']['rate']:,.0f} feed events/s, 1,000 clients |"
-                         f" {n:.1f} | {sp:.1f} | {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+            nd = s["3"]["node"]["latency_ms"][q] if "node" in s["3"] else None
+            row(f"3. latency {q} (ms) at {s['3']['rate']:,.0f} feed events/s, 1,000 clients", f"{n:.1f}",
+                f"{sp:.1f}", x(sp, n), None if nd is None else (f"{nd:.1f}", x(sp, nd)))  # fmt: skip
     if "4" in s:
         for n_conn in s["4"]["stockpush"]:
             n = s["4"]["naive"][n_conn]["bytes_per_connection"]
             sp = s["4"]["stockpush"][n_conn]["bytes_per_connection"]
-            lines.append(f"| 4. RSS per idle connection at {int(n_conn):,} | {n / 1024:.1f} KiB | {sp / 1024:.1f} KiB |"
-                         f" {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+            nd = s["4"]["node"][n_conn]["bytes_per_connection"] if "node" in s["4"] else None
+            row(f"4. RSS per idle connection at {int(n_conn):,}", f"{n / 1024:.1f} KiB", f"{sp / 1024:.1f} KiB",
+                x(sp, n), None if nd is None else (f"{nd / 1024:.1f} KiB", x(sp, nd)))  # fmt: skip
     if "5" in s:
         r = s["5"]
         with_, without = r["slow_1"]["p99"], r["slow_0"]["p99"]
@@ -417,23 +475,30 @@ def markdown(report: dict[str, Any]) -> str:
         # A load generator near its core's limit queues events itself: then its p99s say nothing of the server.
         busy = max(r["slow_0"]["loadgen_cpu"], r["slow_1"]["loadgen_cpu"])
         note = f" (load generator at {busy:.0%}: its own backlog)" if busy >= LOADGEN_SATURATED else ""
-        lines.append(
-            f"| 5. healthy p99 with one stalled client / without (medians) | - |"
-            f" {_ms(with_)} / {_ms(without)} ms{note} | {ratio:.2f}x |"
-        )
+        p99s = f"{_ms(with_)} / {_ms(without)} ms{note}"
+        row("5. healthy p99 with one stalled client / without (medians)", "-", p99s, f"{ratio:.2f}x")
     if "frame" in s:
         r = s["frame"]
         n, sp = r["naive"], r["stockpush"]
-        note = "" if n.get("carried", True) else f" (delivered {n['events_per_s']:,.0f}/s: saturated)"
-        lines.append(f"| per-frame cost: server CPU at 50k events/s to 1,000 clients | {n['server_cpu']:.0%}{note} |"
-                     f" {sp['server_cpu']:.0%} | {r['cpu_ratio']:.2f}x |")  # fmt: skip
+        nd = r.get("node")
+
+        def cpu(result: dict[str, Any]) -> str:
+            saturated = (
+                "" if result.get("carried", True) else f" (delivered {result['events_per_s']:,.0f}/s: saturated)"
+            )
+            return f"{result['server_cpu']:.0%}{saturated}"
+
+        ref = None if nd is None else (cpu(nd), x(sp["server_cpu"], nd["server_cpu"]))
+        row("per-frame cost: server CPU at 50k events/s to 1,000 clients", cpu(n), f"{sp['server_cpu']:.0%}",
+            f"{r['cpu_ratio']:.2f}x", ref)  # fmt: skip
         if "cpu_per_event_ratio" in r:
-            lines.append(f"| per-frame cost: server CPU per delivered event | {n['cpu_us_per_event']:.1f} µs |"
-                         f" {sp['cpu_us_per_event']:.1f} µs | {r['cpu_per_event_ratio']:.2f}x |")  # fmt: skip
+            row("per-frame cost: server CPU per delivered event", f"{n['cpu_us_per_event']:.1f} µs",
+                f"{sp['cpu_us_per_event']:.1f} µs", f"{r['cpu_per_event_ratio']:.2f}x",
+                None if nd is None else (f"{nd['cpu_us_per_event']:.1f} µs",
+                                         x(sp["cpu_us_per_event"], nd["cpu_us_per_event"])))  # fmt: skip
     if "6" in s:
         n, sp = s["6"]["naive"]["best_connects_per_s"], s["6"]["stockpush"]["best_connects_per_s"]
-        lines.append(f"| 6. connects + subscribes per second without errors | {n:,.0f} | {sp:,.0f} |"
-                     f" {sp / n if n else float('nan'):.2f}x |")  # fmt: skip
+        row("6. connects + subscribes per second without errors", f"{n:,.0f}", f"{sp:,.0f}", x(sp, n))
     gaps = sum(
         step.get("gaps", 0) for sc in ("1", "2") if sc in s for k in ("stockpush",) for step in s[sc][k]["steps"]
     )
@@ -446,12 +511,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny configuration: a few clients, a second each")
     parser.add_argument("--scenarios", default="1,2,3,4,5,frame,6")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-node", action="store_true", help="leave out the Node.js ws reference server")
     args = parser.parse_args(argv)
+    why_not = "left out (--no-node)" if args.no_node else node_reference()
+    if why_not:
+        print(f"Node.js reference server: {why_not}", flush=True)
     opts = Options(duration=0.5 if args.quick else 3.0, warmup=0.3 if args.quick else 1.0, quick=args.quick,
-                   bisections=0 if args.quick else 4)  # fmt: skip
+                   bisections=0 if args.quick else 4, kinds=BASELINES if why_not else (*BASELINES, "node"))  # fmt: skip
     wanted = set(args.scenarios.split(","))
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    report: dict[str, Any] = {"started": started, "machine": machine(), "quick": args.quick, "scenarios": {}}
+    report: dict[str, Any] = {"started": started, "machine": machine(), "quick": args.quick,
+                              "node_reference": why_not, "scenarios": {}}  # fmt: skip
     s = report["scenarios"]
     # One doubling ladder per scenario for both servers, then bisection between the last rate
     # that held and the first that broke (Options.bisections).

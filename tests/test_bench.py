@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,17 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert "| per-frame cost: server CPU per delivered event" in table
     assert "| 5. healthy p99 with one stalled client / without (medians)" in table
     assert "ratio" in table
+    # Where Node.js is installed the reference server runs beside them, speaking the naive protocol.
+    if shutil.which("node") and shutil.which("npm"):
+        assert report["node_reference"] is None
+        for key in ("1", "2"):
+            steps = scenarios[key]["node"]["steps"]
+            assert steps and all(step["events_per_s"] > 0 and step["gaps"] == 0 for step in steps)
+        assert scenarios["3"]["node"]["latency_ms"]["p99"] > 0
+        assert scenarios["4"]["node"]["20"]["clients"] == 20
+        assert 0 < scenarios["frame"]["node"]["server_cpu"] <= 1.1
+        assert "Node.js ws, batched" in table and "| stockpush / Node.js |" in table
+        assert report["machine"]["versions"]["node"].startswith("v")
 
 
 def test_server_cpu_is_read_over_the_load_generators_window() -> None:
