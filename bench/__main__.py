@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     s = report["scenarios"]
     # One doubling ladder per scenario for both servers, then bisection between the last rate
     # that held and the first that broke (Options.bisections).
-    ladder_100 = [2_000] if args.quick else [2_000 * 2**i for i in range(9)]  # 2k .. 512k feed events/s
+    ladder_100 = [2_000] if args.quick else [2_000 * 2**i for i in range(10)]  # 2k .. 1.024M feed events/s
     ladder_1000 = [200] if args.quick else [200 * 2**i for i in range(9)]  # 200 .. 51.2k
     if "1" in wanted:
         print("Scenario 1: 100 clients x 10 of 100 symbols", flush=True)
