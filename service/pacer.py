@@ -9,9 +9,12 @@ everything that arrived meanwhile: fewer, bigger frames.
 - **When.** While the frame budget (`max_frames_per_s`) leaves less than 1 ms per
   connection. With fewer clients every event goes out at once: there, producing events,
   not frames, is what fills the core (measured: pacing 100 busy clients held less).
-- **How long a beat.** `pace_ms`, stretched while the process is over 90 % busy (longer
-  beats, fewer frames) up to `max_pace_ms`, and shrunk back when it is under 75 %. The
+- **How long a beat.** `pace_ms`, stretched while the process is over 95 % busy (longer
+  beats, fewer frames) up to `max_pace_ms`, and shrunk back when it is under 85 %. The
   busy share is smoothed over a few windows so one noisy window does not swing the beat.
+  The band sits high because the beat is the latency: at 1,000 clients a band of 75-90 %
+  left ~10 % of the core idle and every client's wait a few ms longer
+  (docs/performance.md, "A hotter beat").
 - **Spread over the beat.** Connections are woken in slices a few ms apart, by the wake
   group the hub gave each (see hub.GroupFeed), not all at once: each still gets one frame
   per beat, but a thousand frames do not leave in one block that holds up the feed and
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 0.1  # how often the busy share is measured
 SLICE_S = 0.002  # connections woken together, at most every SLICE_S within a beat
-BUSY, IDLE = 0.9, 0.75  # stretch the beat while the process is over BUSY, shrink it under IDLE
+BUSY, IDLE = 0.95, 0.85  # stretch the beat while the process is over BUSY, shrink it under IDLE
 
 
 class Pacer:
