@@ -34,7 +34,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PAIRS = 3  # scenario 5's alternating runs without and with the stalled client
+PAIRS = 5  # scenario 5's alternating runs without and with the stalled client
 LOADGEN_SATURATED = 0.9  # share of its core past which the load generator's own queueing shows
 SERVER_CPU, CLIENT_CPU = "0", "1"
 NODE_DIR = ROOT / "bench" / "baselines" / "node_ws"
