@@ -327,8 +327,11 @@ def scenario_slow_consumer(rate: float, opts: Options) -> dict[str, Any]:
     base, slow_ = out["slow_0"]["p99"], out["slow_1"]["p99"]
     out["p99_ratio"] = slow_ / base if base and slow_ else None
     out["rss_growth"] = out["slow_1"]["server_rss_peak"] / out["slow_0"]["server_rss_peak"]
+    # How the server dealt with the stalled client in each run: 4100 (closed), None (still open).
+    out["slow_close_codes"] = [code for run in runs["slow_1"] for code in run["slow_close_codes"]]
     print(f"  healthy p99 without / with a stalled client (median of {len(runs['slow_0'])}): {base} / {slow_} ms;"
-          f" peak RSS ratio {out['rss_growth']:.2f}", flush=True)  # fmt: skip
+          f" peak RSS ratio {out['rss_growth']:.2f}; stalled client closed with {out['slow_close_codes']}",
+          flush=True)  # fmt: skip
     return out
 
 
@@ -475,6 +478,9 @@ def markdown(report: dict[str, Any]) -> str:
         # A load generator near its core's limit queues events itself: then its p99s say nothing of the server.
         busy = max(r["slow_0"]["loadgen_cpu"], r["slow_1"]["loadgen_cpu"])
         note = f" (load generator at {busy:.0%}: its own backlog)" if busy >= LOADGEN_SATURATED else ""
+        codes = r.get("slow_close_codes", [])
+        closed = sum(code == 4100 for code in codes)
+        note += f"; stalled client closed 4100 in {closed} of {len(codes)} runs, peak RSS {r['rss_growth']:.2f}x"
         p99s = f"{_ms(with_)} / {_ms(without)} ms{note}"
         row("5. healthy p99 with one stalled client / without (medians)", "-", p99s, f"{ratio:.2f}x")
     if "frame" in s:
@@ -512,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="1,2,3,4,5,frame,6")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-node", action="store_true", help="leave out the Node.js ws reference server")
+    parser.add_argument("--slow-rate", type=float, help="scenario 5's feed rate (default: half of scenario 1's best)")
     args = parser.parse_args(argv)
     why_not = "left out (--no-node)" if args.no_node else node_reference()
     if why_not:
@@ -542,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         s["4"] = scenario_memory(opts)
     if "5" in wanted:
         best = (s.get("1", {}).get("stockpush", {}).get("best") or {}).get("rate", ladder_100[0] * 2)
-        print(f"Scenario 5: one stalled client among 100 at feed {best / 2:,.0f}/s", flush=True)
-        s["5"] = scenario_slow_consumer(best / 2, opts)
+        rate = args.slow_rate or best / 2
+        print(f"Scenario 5: one stalled client among 100 at feed {rate:,.0f}/s", flush=True)
+        s["5"] = {"rate": rate, **scenario_slow_consumer(rate, opts)}
     if "frame" in wanted:
         print("Per-frame cost: 1,000 clients at 50k delivered events/s", flush=True)
         s["frame"] = scenario_frame_cost(opts)

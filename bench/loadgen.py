@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import os
 import random
@@ -153,11 +154,11 @@ async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     for client in clients:
         if client.transport is not None:
             client.transport.disconnect()
-    for sock in slow:
-        sock.close()
+    slow_codes = [await close_code_of(sock) for sock in slow]
     return {
         "clients": len(clients),
         "connect_errors": errors,
+        "slow_close_codes": slow_codes,  # per stalled client: the server's close code, None if still open
         "events": stats.events,
         "events_per_s": stats.events / wall,
         "frames_per_s": stats.frames / wall,
@@ -177,6 +178,28 @@ async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def close_code_of(sock: socket.socket, limit_s: float = 5.0) -> int | None:
+    """Read what a stalled client left unread, then close it: the server's close code, or None if it had not closed."""
+    loop = asyncio.get_running_loop()
+    tail = b""
+    deadline = loop.time() + limit_s
+    try:
+        while loop.time() < deadline:
+            try:
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 0.2)
+            except TimeoutError:
+                break  # nothing more for now
+            if not chunk:
+                break  # the server closed the connection
+            tail = (tail + chunk)[-256:]
+    finally:
+        sock.close()
+    # A close frame (0x88, length, 2-byte code, reason) is the last thing a server sends; the
+    # events before it are ASCII JSON, where 0x88 cannot occur.
+    at = tail.rfind(b"\x88")
+    return int.from_bytes(tail[at + 2 : at + 4], "big") if at >= 0 and len(tail) >= at + 4 else None
+
+
 async def open_slow(url: str, subscribe: bytes) -> socket.socket:
     """A client that subscribes, then never reads: tiny receive buffer, no reader at all."""
     from urllib.parse import urlparse
@@ -187,7 +210,7 @@ async def open_slow(url: str, subscribe: bytes) -> socket.socket:
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, (parsed.hostname, parsed.port))
-    key = "c3RvY2twdXNoLWJlbmNoLTE2Yg=="  # any 16 bytes, base64
+    key = base64.b64encode(os.urandom(16)).decode()  # RFC 6455: 16 random bytes (a wrong length is refused)
     request = (
         f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -195,7 +218,13 @@ async def open_slow(url: str, subscribe: bytes) -> socket.socket:
     await loop.sock_sendall(sock, request)
     response = b""
     while b"\r\n\r\n" not in response:
-        response += await loop.sock_recv(sock, 1)  # byte by byte: leave frames unread
+        byte = await loop.sock_recv(sock, 1)  # byte by byte: leave frames unread
+        if not byte:
+            break
+        response += byte
+    if not response.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise RuntimeError(f"the stalled client's handshake was refused: {response.splitlines()[:1]!r}")
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(subscribe))
     header = (

@@ -6,6 +6,14 @@ newest, carrying `prev_seq` (the seq the client saw before it) so the jump is le
 channels are never conflated; when the limit itself is reached the outbox reports overflow
 and the connection is closed with 4100, from which the client resumes without loss.
 
+A client that falls behind keeps what it has not read alive here, up to the limit: tens of
+thousands of events. Queued as the shared Event objects, each would stay tracked by the
+garbage collector (a tuple subclass is never untracked), and every full collection, more
+frequent as they pile up, would walk them all while every client waits: in scenario 5 of
+the benchmark a stalled client's 4 MiB took full collections from 5 to 50 ms and the
+healthy clients' p99 up by a third. So past `behind` bytes events are queued as plain
+(wire, key, size) tuples, which the collector stops tracking at their first collection.
+
 Replayed events are not counted here: a resume after a 4100 close must be able to bring
 back more than the outbox held (the socket buffers held more still). The session bounds
 them instead, by `max_replay_bytes` per resume request (REPLAY_TOO_LARGE beyond it).
@@ -40,9 +48,23 @@ class _Entry:
         self.prev = prev  # for a conflated entry: the seq the client saw before it
 
 
+# A queued event of a client that is behind: (wire, key, size), see the module's docstring.
+Plain = tuple[str, StreamKey, int]
+
+
+def _key(item: Event | Chunk | _Entry | Plain) -> StreamKey | None:
+    return item[1] if type(item) is tuple else item.key  # type: ignore[union-attr,return-value]
+
+
+def _size(item: Event | Chunk | _Entry | Plain | str) -> int:
+    if type(item) is str:
+        return len(item)
+    return item[2] if type(item) is tuple else item.size  # type: ignore[union-attr,return-value]
+
+
 class Outbox:
-    __slots__ = ("_items", "_last_seq", "_pending", "_special", "batch_bytes", "bytes", "conflated", "conflating",
-                 "half", "limit", "replay_bytes")  # fmt: skip
+    __slots__ = ("_items", "_last_seq", "_pending", "_special", "batch_bytes", "behind", "bytes", "conflated",
+                 "conflating", "half", "limit", "replay_bytes")  # fmt: skip
 
     def __init__(self, limit_bytes: int, batch_bytes: int) -> None:
         self.limit = limit_bytes
@@ -51,14 +73,17 @@ class Outbox:
         self.conflating = False
         self.conflated = 0  # events replaced by a newer one, for metrics and tests
         self.half = limit_bytes // 2
+        # Past this many bytes queued the client is behind: events are queued as Plain
+        # tuples, not shared objects (see the module's docstring).
+        self.behind = min(self.half, 4 * batch_bytes)
         # Plain events are queued as the shared Event or Chunk itself (no allocation per
         # client); control frames as str; anything client-specific (prev_seq, replay) as an
         # _Entry.
         # A list, not a deque: it is empty most of the time, and an empty list holds no
         # storage where a deque keeps a 0.6 KB block, per connection. Frames take items
         # from the front in runs, so the front is cut once per frame.
-        self._items: list[Event | Chunk | _Entry | str] = []
-        self._special = 0  # queued items that are not plain events (control frames, _Entry)
+        self._items: list[Event | Chunk | _Entry | Plain | str] = []
+        self._special = 0  # queued items that are not shared events (control frames, _Entry, Plain)
         self.replay_bytes = 0  # replayed events queued, not counted in `bytes`
         self._pending: dict[StreamKey, _Entry] = {}  # conflatable entry per state stream
         self._last_seq: dict[StreamKey, int] = {}  # newest seq queued per state stream while conflating
@@ -83,7 +108,11 @@ class Outbox:
             size = event.size
             if self.bytes + size > self.limit:
                 return Put.OVERFLOW
-            self._items.append(event)
+            if self.bytes < self.behind:
+                self._items.append(event)
+            else:
+                self._items.append((event.wire, event.key, size))
+                self._special += 1
         else:
             payload = with_prev_seq(event.wire, prev)
             size = len(payload)
@@ -143,9 +172,9 @@ class Outbox:
     def purge(self, key: StreamKey) -> None:
         """Drop every pending event of one stream (before it is replayed again)."""
         self.forget(key)
-        kept = [e for e in self._items if isinstance(e, str) or e.key != key]
-        self.bytes = sum(len(e) if isinstance(e, str) else e.size for e in kept)
-        self._special = sum(1 for e in kept if type(e) is _Entry or type(e) is str)
+        kept = [e for e in self._items if type(e) is str or _key(e) != key]  # type: ignore[arg-type]
+        self.bytes = sum(map(_size, kept))
+        self._special = sum(1 for e in kept if type(e) is _Entry or type(e) is str or type(e) is tuple)
         self.replay_bytes = sum(len(e.payload) for e in kept if type(e) is _Entry and e.size == 0)
         self._items = kept
 
@@ -185,6 +214,8 @@ class Outbox:
             kind = type(item)
             if kind is Event or kind is Chunk:
                 payload = item.wire
+            elif kind is tuple:
+                payload = item[0]
             elif kind is _Entry:
                 payload = item.payload
             else:
@@ -202,6 +233,12 @@ class Outbox:
                         taken += item.size - rest.size
                         break
             index += 1
+            if kind is tuple:
+                self._special -= 1
+                parts.append(payload)
+                size += 1 + len(payload)
+                taken += item[2]
+                continue
             if kind is _Entry:
                 self._special -= 1
                 if item.size == 0:

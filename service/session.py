@@ -109,7 +109,7 @@ class Session:
         outbox = self.outbox
         if not self._throttles and not outbox.conflating:
             size = sum(map(_SIZE, inbox))
-            if outbox.bytes + size <= outbox.half:
+            if outbox.bytes + size <= outbox.behind:
                 outbox.extend(inbox, size)
                 inbox.clear()
                 self._wake()

@@ -46,6 +46,9 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert slow["runs"][side] and all(run["gaps"] == 0 for run in slow["runs"][side])
         assert slow[side]["p99"] == statistics.median(run["latency_ms"]["p99"] for run in slow["runs"][side])
     assert slow["p99_ratio"] == pytest.approx(slow["slow_1"]["p99"] / slow["slow_0"]["p99"])
+    # The stalled client really connected (its handshake is checked) in every run with it.
+    assert len(slow["slow_close_codes"]) == len(slow["runs"]["slow_1"])
+    assert all(run["slow_close_codes"] == [] for run in slow["runs"]["slow_0"])
     assert scenarios["4"]["stockpush"]["20"]["clients"] == 20
     assert scenarios["6"]["stockpush"]["best_connects_per_s"] > 0
     assert report["machine"]["commit"]

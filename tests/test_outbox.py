@@ -409,3 +409,30 @@ def test_chunks_bigger_than_a_frame_are_split_and_never_changed() -> None:
     assert got == [("AAPL", seq) for seq in range(1, 41)] + [("MSFT", seq) for seq in range(1, 4)]
     assert outbox.bytes == 0
     assert big.wire == wire_before and len(big.events) == 40  # other connections still hold it
+
+
+def test_a_client_behind_holds_no_objects_the_garbage_collector_walks() -> None:
+    """Past `behind` bytes, queued events are plain tuples the collector stops tracking; order and bounds hold.
+
+    Queued as shared Event objects (a tuple subclass, never untracked), tens of thousands of
+    them made every full collection of the server walk a stalled client's outbox.
+    """
+    import gc
+
+    outbox = Outbox(64 * 1024, BATCH)
+    assert outbox.behind == 4 * BATCH
+    queued = [event(TRADES, "A" if seq % 3 else "B", seq) for seq in range(1, 400)]
+    for e in queued:
+        assert outbox.put_event(e, state=False) is Put.OK
+    assert outbox.bytes == sum(e.size for e in queued)
+    gc.collect()
+    tracked = [gc.is_tracked(item) for item in outbox._items]
+    assert tracked[0] and not tracked[-1]  # shared events at first, untracked entries once behind
+    assert sum(tracked) * 60 < outbox.behind + 200
+    outbox.purge((TRADES, "B"))
+    kept = [e for e in queued if e.sym == "A"]
+    assert outbox.bytes == sum(e.size for e in kept)
+    frames = drain(outbox)
+    assert [e["seq"] for e in events_of(frames)] == [e.seq for e in kept]
+    assert all(len(json.dumps(f, separators=(",", ":"))) <= BATCH for f in frames)
+    assert outbox.bytes == 0 and len(outbox) == 0
