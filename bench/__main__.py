@@ -52,8 +52,11 @@ def node_reference() -> str | None:
     if node is None or npm is None:
         return "node or npm not found"
     if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
-                              timeout=300, check=False)  # fmt: skip
+        try:
+            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
+                                  text=True, timeout=300, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return f"npm ci in {NODE_DIR.relative_to(ROOT)} took over 300 s"
         if done.returncode:
             return f"npm ci failed in {NODE_DIR.relative_to(ROOT)}: {done.stderr.strip()[-300:]}"
     return None

@@ -179,7 +179,11 @@ async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def close_code_of(sock: socket.socket, limit_s: float = 5.0) -> int | None:
-    """Read what a stalled client left unread, then close it: the server's close code, or None if it had not closed."""
+    """Read what a stalled client left unread, then close it: the server's close code.
+
+    None when no close frame came within `limit_s` (the server kept the connection open,
+    or its close frame was lost when it gave up waiting for ours).
+    """
     loop = asyncio.get_running_loop()
     tail = b""
     deadline = loop.time() + limit_s
@@ -192,12 +196,26 @@ async def close_code_of(sock: socket.socket, limit_s: float = 5.0) -> int | None
             if not chunk:
                 break  # the server closed the connection
             tail = (tail + chunk)[-256:]
+    except OSError:
+        pass  # reset by the server: what was read so far is all there is
     finally:
         sock.close()
-    # A close frame (0x88, length, 2-byte code, reason) is the last thing a server sends; the
-    # events before it are ASCII JSON, where 0x88 cannot occur.
+    return _close_code(tail)
+
+
+def _close_code(tail: bytes) -> int | None:
+    """The code of a close frame that ends `tail` (0x88, length, code, reason), else None.
+
+    A close frame is the last thing a server sends, so it must end exactly at the end of
+    what was read; a 0x88 byte elsewhere (in a data frame's 2-byte length) does not count.
+    """
     at = tail.rfind(b"\x88")
-    return int.from_bytes(tail[at + 2 : at + 4], "big") if at >= 0 and len(tail) >= at + 4 else None
+    while at >= 0:
+        length = tail[at + 1] if at + 1 < len(tail) else -1
+        if length == len(tail) - at - 2 and (length == 0 or 2 <= length <= 125):
+            return 1005 if length == 0 else int.from_bytes(tail[at + 2 : at + 4], "big")  # 1005: no code given
+        at = tail.rfind(b"\x88", 0, at)
+    return None
 
 
 async def open_slow(url: str, subscribe: bytes) -> socket.socket:

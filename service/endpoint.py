@@ -100,14 +100,21 @@ class _Connection:
 
     async def serve(self) -> None:
         websocket, session, runtime = self.websocket, self.session, self.runtime
-        await websocket.accept()
-        if self.pump is not None:
-            self.pump.writer.handshake_done()
-        runtime.connections.add(session)
-        session.hello()
-        if self.pump is None:
-            self.write_task = asyncio.create_task(self.writer(), name=f"sp:write:{session.peer}")
-            self.write_task.add_done_callback(self.stop_reading)
+        try:
+            await websocket.accept()
+            if self.pump is not None:
+                self.pump.writer.handshake_done()
+            runtime.connections.add(session)
+            session.hello()
+            if self.pump is None:
+                self.write_task = asyncio.create_task(self.writer(), name=f"sp:write:{session.peer}")
+                self.write_task.add_done_callback(self.stop_reading)
+        except BaseException:
+            # Gone before it was served (the client left mid-handshake, or shutdown): it
+            # gives back its wake group's place and is no connection of the runtime's.
+            runtime.connections.discard(session)
+            session.close()
+            raise
         peer_gone = False
         try:
             while True:

@@ -252,7 +252,9 @@ async def test_slow_consumer_frames_match_the_documented_schemas(start_server: S
             await raw.send_json({"op": "subscribe", "id": "slow", "channels": channels, "symbols": ["*"]})
             while not (session := next((s for s in server.runtime.connections if s.peer == peer), None)):
                 await asyncio.sleep(0.01)
-            while not (session.outbox.conflating if channels == ["quotes"] else session.fatal):
+            # Quotes: until one pending quote was replaced by a newer one, so a frame with
+            # prev_seq is queued (conflation alone may end before any replacement happens).
+            while not (session.outbox.conflated if channels == ["quotes"] else session.fatal):
                 await asyncio.sleep(0.01)
             messages, _ = await raw.read_all(timeout=1.0 if channels == ["quotes"] else 10.0)
             return messages

@@ -1185,3 +1185,27 @@ def test_wake_groups_stay_even_as_connections_come_and_go() -> None:
     newcomers = [Client(world) for _ in range(len(gone))]
     assert sorted(c.session.group for c in newcomers) == [0, 0, 0, 1, 1, 1, 2]
     assert world.hub.group_sizes == [3] * WAKE_GROUPS
+
+
+async def test_a_connection_gone_before_it_is_served_gives_back_its_wake_group_place() -> None:
+    """The accept failing (the client left mid-handshake) leaves no session in a group or the runtime."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from service.endpoint import stream_endpoint
+    from service.runtime import Runtime
+    from tests.helpers import make_settings
+
+    runtime = Runtime(make_settings())
+
+    async def accept() -> None:
+        raise OSError("the peer left during the handshake")
+
+    websocket = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(runtime=runtime)), client=None, scope={},
+                                accept=accept)  # fmt: skip
+    for _ in range(2 * WAKE_GROUPS):
+        with pytest.raises(OSError, match="handshake"):
+            await stream_endpoint(websocket)  # type: ignore[arg-type]
+    assert runtime.hub.group_sizes == [0] * WAKE_GROUPS
+    assert not runtime.connections
