@@ -86,13 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         "medians": {side: medians(runs) for side, runs in sides.items()},
     }
     a, b = report["medians"]["A"], report["medians"]["B"]
-    print(f"\nmedians (B / A): events/s {b['events_per_s'] / a['events_per_s']:.3f}, p99 {b['p99'] / a['p99']:.3f},"
-          f" server cpu {b['server_cpu'] / a['server_cpu']:.3f}")  # fmt: skip
+    print(f"\nmedians (B / A): events/s {_ratio(b, a, 'events_per_s')}, p99 {_ratio(b, a, 'p99')},"
+          f" server cpu {_ratio(b, a, 'server_cpu')}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"ab-{report['started']}.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"Results: {path}")
     return 0
+
+
+def _ratio(b: dict[str, Any], a: dict[str, Any], key: str) -> str:
+    """B / A, or "-" where A measured nothing (a tiny smoke run can read no CPU time at all)."""
+    return f"{b[key] / a[key]:.3f}" if a[key] else "-"
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def test_ab_runs_a_revision_against_the_working_tree(tmp_path: Path) -> None:
     for side in ("A", "B"):
         (run,) = report["runs"][side]
         assert run["events_per_s"] > 0 and run["gaps"] == 0
-        assert 0 < run["server_cpu"] <= 1.1
+        # A tiny server for half a second may use less than one clock tick (10 ms) of CPU.
+        assert 0 <= run["server_cpu"] <= 1.1
     assert "medians (B / A)" in proc.stdout
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "stockpush-ab-" not in worktrees  # the temporary checkout is gone
