@@ -330,7 +330,7 @@ def scenario_slow_consumer(rate: float, opts: Options) -> dict[str, Any]:
     base, slow_ = out["slow_0"]["p99"], out["slow_1"]["p99"]
     out["p99_ratio"] = slow_ / base if base and slow_ else None
     out["rss_growth"] = out["slow_1"]["server_rss_peak"] / out["slow_0"]["server_rss_peak"]
-    # How the server dealt with the stalled client in each run: 4100 (closed), None (still open).
+    # How the server dealt with the stalled client in each run: its close code (4100: outbox full), None if none came.
     out["slow_close_codes"] = [code for run in runs["slow_1"] for code in run["slow_close_codes"]]
     print(f"  healthy p99 without / with a stalled client (median of {len(runs['slow_0'])}): {base} / {slow_} ms;"
           f" peak RSS ratio {out['rss_growth']:.2f}; stalled client closed with {out['slow_close_codes']}",

@@ -158,7 +158,7 @@ async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "clients": len(clients),
         "connect_errors": errors,
-        "slow_close_codes": slow_codes,  # per stalled client: the server's close code, None if still open
+        "slow_close_codes": slow_codes,  # per stalled client: the server's close code, None if none came
         "events": stats.events,
         "events_per_s": stats.events / wall,
         "frames_per_s": stats.frames / wall,

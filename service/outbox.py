@@ -174,7 +174,7 @@ class Outbox:
         self.forget(key)
         kept = [e for e in self._items if type(e) is str or _key(e) != key]  # type: ignore[arg-type]
         self.bytes = sum(map(_size, kept))
-        self._special = sum(1 for e in kept if type(e) is _Entry or type(e) is str or type(e) is tuple)
+        self._special = sum(1 for e in kept if type(e) is not Event and type(e) is not Chunk)
         self.replay_bytes = sum(len(e.payload) for e in kept if type(e) is _Entry and e.size == 0)
         self._items = kept
 
@@ -213,11 +213,11 @@ class Outbox:
         for item in queued:
             kind = type(item)
             if kind is Event or kind is Chunk:
-                payload = item.wire
+                payload, cost = item.wire, item.size
             elif kind is tuple:
-                payload = item[0]
+                payload, _, cost = item
             elif kind is _Entry:
-                payload = item.payload
+                payload, cost = item.payload, item.size
             else:
                 break  # a control frame: it goes out on its own, after this batch
             if size + 1 + len(payload) > self.batch_bytes:
@@ -233,12 +233,6 @@ class Outbox:
                         taken += item.size - rest.size
                         break
             index += 1
-            if kind is tuple:
-                self._special -= 1
-                parts.append(payload)
-                size += 1 + len(payload)
-                taken += item[2]
-                continue
             if kind is _Entry:
                 self._special -= 1
                 if item.size == 0:
@@ -246,9 +240,11 @@ class Outbox:
                 key: StreamKey = item.key
                 if pending and pending.get(key) is item:
                     del pending[key]
+            elif kind is tuple:
+                self._special -= 1
             parts.append(payload)
             size += 1 + len(payload)
-            taken += item.size
+            taken += cost
         del items[:index]
         self.bytes -= taken
         self._end_conflation_if_caught_up()
