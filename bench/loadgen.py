@@ -79,6 +79,7 @@ class Client(WSListener):
             if record:
                 stats.events += 1
                 stats.latencies.append(now_ms - int(ts_b))
+                stats.received.append(now_ms)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.stats.disconnects += 1
@@ -94,6 +95,7 @@ class Stats:
         # An array, not a list: a list of a million floats is walked by every full garbage
         # collection of this process, and those pauses would show up as server latency.
         self.latencies = array("d")
+        self.received = array("d")  # when each latency sample arrived (ms since the epoch)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -101,6 +103,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timeline(stats: Stats, start_ms: float, step_ms: float = 500) -> list[float | None]:
+    """p99 latency per `step_ms` slice of the window: shows where a tail comes from."""
+    buckets: dict[int, list[float]] = {}
+    for at, latency in zip(stats.received, stats.latencies, strict=True):
+        buckets.setdefault(int((at - start_ms) // step_ms), []).append(latency)
+    return [percentile(buckets.get(i, []), 0.99) for i in range(max(buckets, default=-1) + 1)]
 
 
 def subscribe_message(protocol: str, symbols: list[str]) -> bytes:
@@ -171,6 +181,7 @@ async def run_stream(args: argparse.Namespace) -> dict[str, Any]:
             "p99": percentile(stats.latencies, 0.99),
             "p999": percentile(stats.latencies, 0.999),
             "max": max(stats.latencies) if stats.latencies else None,
+            "p99_per_half_s": timeline(stats, window_start * 1000),
         },
         "loadgen_cpu": cpu / wall,
         "seconds": wall,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple, Protocol
@@ -68,7 +68,7 @@ Tick = Trade | Quote | Status | NewDay
 Emit = Callable[[Tick], None]
 
 
-def emit_burst(emit: Emit, ticks: list[Tick]) -> None:
+def emit_burst(emit: Emit, ticks: Iterable[Tick]) -> None:
     """Emit ticks that happened together.
 
     In one call where the receiver takes bursts (the service's sequencer does: it publishes

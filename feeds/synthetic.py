@@ -11,7 +11,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Literal
@@ -100,21 +100,25 @@ class SyntheticFeed:
             next_at = max(next_at + interval, loop.time())
             await self._sleep(next_at - loop.time())
 
-    def _burst(self, rng: random.Random, prices: list[int], count: int, now_ms: int) -> list[Tick]:
-        """`count` trades round-robin over the symbols, each a tick up or down (never below 100)."""
+    def _burst(self, rng: random.Random, prices: list[int], count: int, now_ms: int) -> Iterator[Tick]:
+        """`count` trades round-robin over the symbols, each a tick up or down (never below 100).
+
+        Made one at a time as the sequencer takes them, not as a list: a burst of a thousand
+        ticks held at once would be alive at the garbage collector's young collections, which
+        then promote them to the old generation, and promotions are what make full
+        collections frequent (docs/performance.md, "The garbage collector").
+        """
         names = self._names
         index = self._next
-        burst: list[Tick] = []
-        append = burst.append
         # One random byte per trade, drawn at C speed: the loop below is the feed's whole cost.
         for step in rng.randbytes(count):
             price = prices[index] + (1 if step < 128 else -1)
             if price < 100:
                 price = 100
             prices[index] = price
-            append(_new_trade((names[index], now_ms, price, 100)))
+            name = names[index]
             index += 1
             if index == len(names):
                 index = 0
-        self._next = index
-        return burst
+            self._next = index
+            yield _new_trade((name, now_ms, price, 100))

@@ -12,7 +12,8 @@ garbage collector (a tuple subclass is never untracked), and every full collecti
 frequent as they pile up, would walk them all while every client waits: in scenario 5 of
 the benchmark a stalled client's 4 MiB took full collections from 5 to 50 ms and the
 healthy clients' p99 up by a third. So past `behind` bytes events are queued as plain
-(wire, key, size) tuples, which the collector stops tracking at their first collection.
+(wire, key, size) tuples, which the collector stops tracking at their first collections; a
+whole chunk goes in as one such tuple when none of its events can be conflated.
 
 Replayed events are not counted here: a resume after a 4100 close must be able to bring
 back more than the outbox held (the socket buffers held more still). The session bounds
@@ -48,7 +49,8 @@ class _Entry:
         self.prev = prev  # for a conflated entry: the seq the client saw before it
 
 
-# A queued event of a client that is behind: (wire, key, size), see the module's docstring.
+# A queued event of a client that is behind, or a whole chunk of them: (wire, key, size),
+# see the module's docstring.
 Plain = tuple[str, StreamKey, int]
 
 
@@ -150,6 +152,24 @@ class Outbox:
         self._last_seq[key] = event.seq
         self._items.append(entry)
         self.bytes += entry.size
+        return Put.OK
+
+    def put_chunk(self, chunk: Chunk) -> Put:
+        """Queue a whole sealed chunk as one Plain item: a client that is behind, in one step.
+
+        Its events are not looked at one by one, and the chunk and its events are not kept
+        alive (see the module's docstring); the caller makes sure none of them may be
+        conflated. OVERFLOW queues nothing: the caller goes event by event to the limit.
+        """
+        size = chunk.size
+        if self.bytes + size > self.limit:
+            return Put.OVERFLOW
+        self._items.append((chunk.wire, chunk.key, size))
+        self._special += 1
+        self.bytes += size
+        if not self.conflating and self.bytes > self.half:
+            self.conflating = True
+            return Put.SLOW
         return Put.OK
 
     def extend(self, events: list[Chunk], size: int) -> None:

@@ -121,10 +121,25 @@ class Session:
         self._absorbing = True
         try:
             for chunk in chunks:
+                # A client that is behind, not throttled: each chunk whole, in one step,
+                # unless its events may be conflated (or it would not fit).
+                if (not self._throttles and not (outbox.conflating and chunk.key[0] in STATE_CHANNELS)
+                        and self.fatal is None and self._put_chunk(chunk)):  # fmt: skip
+                    continue
                 for event in chunk.events:
                     self.deliver(event)
         finally:
             self._absorbing = False
+
+    def _put_chunk(self, chunk: Chunk) -> bool:
+        """Queue a chunk whole; False if it does not fit (the caller goes event by event)."""
+        result = self.outbox.put_chunk(chunk)
+        if result is Put.OVERFLOW:
+            return False
+        if result is Put.SLOW:
+            self._slow_notice()
+        self._wake()
+        return True
 
     def _catch_up(self) -> None:
         """Take what the hub has for this client so far, out of turn: before an answer, a reset..."""
@@ -182,16 +197,19 @@ class Session:
             self._slow_consumer()
             return
         if result is Put.SLOW:
-            log.info("Client %s is slow: conflating its state channels", self.peer)
-            self._send(
-                protocol.notice(
-                    "SLOW_CONSUMER",
-                    "you are falling behind: state channels are conflated (see prev_seq)",
-                    buffered_bytes=self.outbox.bytes,
-                    limit_bytes=self.outbox.limit,
-                )
-            )
+            self._slow_notice()
         self._wake()
+
+    def _slow_notice(self) -> None:
+        log.info("Client %s is slow: conflating its state channels", self.peer)
+        self._send(
+            protocol.notice(
+                "SLOW_CONSUMER",
+                "you are falling behind: state channels are conflated (see prev_seq)",
+                buffered_bytes=self.outbox.bytes,
+                limit_bytes=self.outbox.limit,
+            )
+        )
 
     def on_reset(self, stream: Stream, reason: str) -> None:
         if self.fatal is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from service.events import QUOTES, TRADES
@@ -146,3 +147,26 @@ def test_nothing_is_queued_after_an_overflow() -> None:
     assert client.session.fatal is not None
     assert client.session.fatal.code == 4100
     assert len(outbox) == 0  # no snapshot of an un-acked subscription waits to be sent
+
+
+async def test_a_client_behind_takes_whole_chunks_in_order_and_quotes_still_conflate() -> None:
+    """Past `behind` bytes a chunk is queued whole (one item), not event by event; G1 and conflation hold."""
+    world = World()
+    world.hub.batched = True  # as in the server: a turn's events of a stream make one chunk
+    client = Client(world, send_buffer_bytes=256 * 1024, max_batch_bytes=4096)
+    client.send({"op": "subscribe", "channels": ["trades", "quotes"], "symbols": ["*"]})
+    client.frames()
+    outbox = client.session.outbox
+    first_trade = {sym: world.seq(TRADES, sym) + 1 for sym in ("AAPL", "MSFT")}
+    while outbox.bytes < outbox.limit * 3 // 4:
+        world.step(20)
+        await asyncio.sleep(0)  # the hub's flush: each subscriber absorbs the turn's chunks
+        assert client.session.fatal is None
+    assert outbox.conflating and outbox.conflated > 0
+    items = len(outbox)
+    frames = client.frames()  # checks every seq: +1, or a quote's prev_seq
+    events = data_events(frames)
+    assert items * 3 < len(events)  # chunks of several events went in as one item each
+    assert [f["code"] for f in of_type(frames, "notice")] == ["SLOW_CONSUMER"]
+    for sym, first in first_trade.items():  # trades: every one, in order
+        assert client.received[(TRADES, sym)] == list(range(first, world.seq(TRADES, sym) + 1))
