@@ -55,7 +55,10 @@ class StreamSettings(_Strict):
     max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65536
     max_subscriptions: Annotated[int, Field(ge=1)] = 1000
     # Per-connection outbox bound; half of it starts conflation, all of it closes 4100.
-    send_buffer_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
+    # 1 MiB as Centrifugo's client queue: a stalled client costs the others until it is
+    # closed, so a larger bound buys a client seconds of slack at everyone else's expense
+    # (docs/performance.md, scenario 5).
+    send_buffer_bytes: Annotated[int, Field(ge=4096)] = 1024 * 1024
     # Upper bound of one outbound `data` frame; more pending events go out in more frames.
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 65536
     # Data frames per second for all connections together, at most. Past 1 ms per

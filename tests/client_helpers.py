@@ -200,7 +200,7 @@ def hello(heartbeat_ms: int = 5000, symbols: tuple[str, ...] = ("AAPL",)) -> str
                 "max_subscriptions": 1000,
                 "max_frame_bytes": 65536,
                 "max_batch_bytes": 65536,
-                "send_buffer_bytes": 4194304,
+                "send_buffer_bytes": 1048576,
                 "replay_window": 10000,
                 "inbound_rate": {"per_s": 20.0, "burst": 40},
             },
