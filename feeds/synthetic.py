@@ -110,15 +110,19 @@ class SyntheticFeed:
         """
         names = self._names
         index = self._next
-        # One random byte per trade, drawn at C speed: the loop below is the feed's whole cost.
-        for step in rng.randbytes(count):
-            price = prices[index] + (1 if step < 128 else -1)
-            if price < 100:
-                price = 100
-            prices[index] = price
-            name = names[index]
-            index += 1
-            if index == len(names):
-                index = 0
+        try:
+            # One random byte per trade, drawn at C speed: the loop below is the feed's whole cost.
+            for step in rng.randbytes(count):
+                price = prices[index] + (1 if step < 128 else -1)
+                if price < 100:
+                    price = 100
+                prices[index] = price
+                name = names[index]
+                index += 1
+                if index == len(names):
+                    index = 0
+                yield _new_trade((name, now_ms, price, 100))
+        finally:
+            # Also when the taker stops early (the generator is closed): the next burst
+            # starts after the last trade made.
             self._next = index
-            yield _new_trade((name, now_ms, price, 100))

@@ -246,7 +246,7 @@ SERVER_MESSAGES = (
                 "type": "notice",
                 "code": "SLOW_CONSUMER",
                 "message": "you are falling behind: state channels are conflated (see prev_seq)",
-                "buffered_bytes": 2097300,
+                "buffered_bytes": 524400,
                 "limit_bytes": 1048576,
             },
         ),

@@ -69,7 +69,8 @@ class GroupFeed:
             for extend in self.extenders:
                 extend(chunks)
             # Emptied, not replaced: a new list per beat would live a whole beat, and the
-            # garbage collector promotes what lives that long (docs/performance.md, "GC").
+            # garbage collector promotes what lives that long (docs/performance.md, "The
+            # garbage collector").
             chunks.clear()
 
 

@@ -107,14 +107,12 @@ class Outbox:
         if state and self.conflating:
             return self._put_conflated(event, prev)
         if prev is None or prev == event.seq - 1:
+            if self.bytes >= self.behind:
+                return self._put_plain(event.wire, event.key, event.size)
             size = event.size
             if self.bytes + size > self.limit:
                 return Put.OVERFLOW
-            if self.bytes < self.behind:
-                self._items.append(event)
-            else:
-                self._items.append((event.wire, event.key, size))
-                self._special += 1
+            self._items.append(event)
         else:
             payload = with_prev_seq(event.wire, prev)
             size = len(payload)
@@ -122,6 +120,17 @@ class Outbox:
                 return Put.OVERFLOW
             self._items.append(_Entry(payload, event.key, size))
             self._special += 1
+        return self._counted(size)
+
+    def _put_plain(self, wire: str, key: StreamKey, size: int) -> Put:
+        if self.bytes + size > self.limit:
+            return Put.OVERFLOW
+        self._items.append((wire, key, size))
+        self._special += 1
+        return self._counted(size)
+
+    def _counted(self, size: int) -> Put:
+        """Count `size` queued bytes; SLOW when that crosses half of the limit (conflation starts)."""
         self.bytes += size
         if not self.conflating and self.bytes > self.half:
             self.conflating = True
@@ -161,16 +170,7 @@ class Outbox:
         alive (see the module's docstring); the caller makes sure none of them may be
         conflated. OVERFLOW queues nothing: the caller goes event by event to the limit.
         """
-        size = chunk.size
-        if self.bytes + size > self.limit:
-            return Put.OVERFLOW
-        self._items.append((chunk.wire, chunk.key, size))
-        self._special += 1
-        self.bytes += size
-        if not self.conflating and self.bytes > self.half:
-            self.conflating = True
-            return Put.SLOW
-        return Put.OK
+        return self._put_plain(chunk.wire, chunk.key, chunk.size)
 
     def extend(self, events: list[Chunk], size: int) -> None:
         """Queue sealed chunks whose sizes add up to `size`; the caller checked the bounds."""
