@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable
@@ -152,12 +153,15 @@ async def healthz(request: Request) -> Response:
         "connections": len(runtime.connections),
         "pace_ms": round(runtime.pacer.pace_s * 1000, 1),  # 0: every event goes out at once
         "feeds": feeds,
+        # Full collections stall every client; frozen objects are what they skip (service.gcfreeze).
+        "gc": {"full_collections": gc.get_stats()[-1]["collections"], "frozen_objects": gc.get_freeze_count()},
     }
     return ORJSONResponse(body, status_code=200 if healthy else 503)
 
 
-def create_app(settings: Settings, config_path: Path | None = None) -> Starlette:
-    runtime = Runtime(settings, config_path)
+def create_app(settings: Settings, config_path: Path | None = None, *, freeze_settled: bool = False) -> Starlette:
+    """The app; `freeze_settled`: let it freeze settled connections' objects (service.gcfreeze)."""
+    runtime = Runtime(settings, config_path, freeze_settled=freeze_settled)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -104,7 +104,7 @@ class _Connection:
             await websocket.accept()
             if self.pump is not None:
                 self.pump.writer.handshake_done()
-            runtime.connections.add(session)
+            runtime.attach(session)
             session.hello()
             if self.pump is None:
                 self.write_task = asyncio.create_task(self.writer(), name=f"sp:write:{session.peer}")
@@ -112,7 +112,7 @@ class _Connection:
         except BaseException:
             # Gone before it was served (the client left mid-handshake, or shutdown): it
             # gives back its wake group's place and is no connection of the runtime's.
-            runtime.connections.discard(session)
+            runtime.detach(session)
             session.close()
             raise
         peer_gone = False
@@ -142,7 +142,7 @@ class _Connection:
             if self.write_task is not None:
                 peer_gone = await self._end_writer() or peer_gone
             session.detach()
-            runtime.connections.discard(session)
+            runtime.detach(session)
 
         try:
             if not peer_gone:

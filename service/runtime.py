@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from service.bus import create_bus
 from service.config import ConfigError, Settings, load_settings
+from service.gcfreeze import CHECK_S, ConnectionFreezer
 from service.hub import Hub
 from service.pacer import Pacer
 from service.pump import WriteScheduler
@@ -27,7 +28,7 @@ class ReloadError(Exception):
 
 
 class Runtime:
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None, *, freeze_settled: bool = False) -> None:
         self.settings = settings
         self.config_path = config_path
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
@@ -40,12 +41,27 @@ class Runtime:
             self.sequencer.register(feed.symbols())
             self.supervisors.append(FeedSupervisor(feed, self.sequencer))
         self.connections: set[Session] = set()
+        self.opened = self.closed = 0  # connections ever served and ended (ConnectionFreezer)
         self.writes = WriteScheduler()  # runs the connections' pumps (service.pump)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # feed name -> its supervisor's task
         self._reload_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
         self.pacer = Pacer(settings.stream, self.connections, self.hub)
         self._pacer: asyncio.Task[None] | None = None
+        # Owning the process's garbage collector is `stockpush serve`'s choice (service.gcfreeze).
+        self.freezer = ConnectionFreezer() if freeze_settled else None
+        self._freezing: asyncio.Task[None] | None = None
+
+    def attach(self, session: Session) -> None:
+        """A connection is served from now on: it gets events and heartbeats."""
+        self.connections.add(session)
+        self.opened += 1
+
+    def detach(self, session: Session) -> None:
+        """A connection is no longer served (closed, or gone before it was)."""
+        if session in self.connections:
+            self.connections.discard(session)
+            self.closed += 1
 
     def _start_feed(self, sup: FeedSupervisor) -> None:
         self._tasks[sup.feed.name] = asyncio.create_task(sup.run(), name=f"sp:feed:{sup.feed.name}")
@@ -116,10 +132,20 @@ class Runtime:
             for session in list(self.connections):
                 session.heartbeat_if_idle(now, heartbeat_s)
 
+    async def _freeze_settled(self, freezer: ConnectionFreezer) -> None:
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                freezer.check(len(self.connections), self.opened, self.closed)
+            except Exception:
+                log.exception("Freezing settled connections failed")
+
     async def start(self) -> None:
         await self.bus.start()
         self._ticker = asyncio.create_task(self._heartbeats(), name="sp:heartbeats")
         self._pacer = asyncio.create_task(self.pacer.run(), name="sp:pacer")
+        if self.freezer is not None:
+            self._freezing = asyncio.create_task(self._freeze_settled(self.freezer), name="sp:gc-freeze")
         for sup in self.supervisors:
             self._start_feed(sup)
         log.info(
@@ -130,7 +156,7 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *(t for t in (self._ticker, self._pacer) if t)]
+        tasks = [*self._tasks.values(), *(t for t in (self._ticker, self._pacer, self._freezing) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -62,9 +62,16 @@ def make_settings(
 class Server:
     """A real uvicorn server running the app in this event loop, on an ephemeral port."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None, ws: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        ws: str | None = None,
+        *,
+        freeze_settled: bool = False,
+    ) -> None:
         self.settings = settings
-        self.app = create_app(settings, config_path)
+        self.app = create_app(settings, config_path, freeze_settled=freeze_settled)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
