@@ -45,6 +45,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     slow = scenarios["5"]
     for side in ("slow_0", "slow_1"):
         assert slow["runs"][side] and all(run["gaps"] == 0 for run in slow["runs"][side])
+        assert all(0 < run["server_rss_window_peak"] <= run["server_rss_peak"] for run in slow["runs"][side])
         assert slow[side]["p99"] == statistics.median(run["latency_ms"]["p99"] for run in slow["runs"][side])
     assert slow["p99_ratio"] == pytest.approx(slow["slow_1"]["p99"] / slow["slow_0"]["p99"])
     # The stalled client really connected (its handshake is checked) in every run with it.
