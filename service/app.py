@@ -159,9 +159,9 @@ async def healthz(request: Request) -> Response:
     return ORJSONResponse(body, status_code=200 if healthy else 503)
 
 
-def create_app(settings: Settings, config_path: Path | None = None, *, freeze_settled: bool = False) -> Starlette:
-    """The app; `freeze_settled`: let it freeze settled connections' objects (service.gcfreeze)."""
-    runtime = Runtime(settings, config_path, freeze_settled=freeze_settled)
+def create_app(settings: Settings, config_path: Path | None = None, *, freeze_connections: bool = False) -> Starlette:
+    """The app; `freeze_connections`: let it freeze its connections' objects (service.gcfreeze)."""
+    runtime = Runtime(settings, config_path, freeze_connections=freeze_connections)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -66,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     logging.basicConfig(level=settings.server.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(settings, Path(args.config), freeze_settled=True)
+    app = create_app(settings, Path(args.config), freeze_connections=True)
     logging.getLogger("service").info(
         "WebSocket implementation: uvicorn websockets-sansio, frames written %s; inbound frames <= %d bytes,"
         " permessage-deflate %s",
@@ -76,8 +76,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     # What exists now (modules, settings, symbol state: ~50k objects) lives as long as the
     # process. Frozen, the garbage collector's full collections skip it: they took 15-20 ms
-    # each under load, a latency spike for every client. Settled connections are frozen the
-    # same way later (service.gcfreeze). Collection itself stays as is.
+    # each under load, a latency spike for every client. Connections are frozen the
+    # same way as they come (service.gcfreeze). Collection itself stays as is.
     gc.freeze()
     uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0

@@ -1,4 +1,4 @@
-"""Keeps full garbage collections short while the connections hold steady.
+"""Keeps full garbage collections short however many connections are open.
 
 A full collection walks every tracked object that is not frozen. A connection is ~140 of
 them (the ASGI stack's coroutines, the protocol and its parser, the session), so with
@@ -7,14 +7,16 @@ a stall that every client sees, and the largest part of the latency tail
 (docs/performance.md, "The garbage collector"). Yet a connection's objects live as long as
 the connection, and most connections live long.
 
-So once a wave of connections has come and the count holds steady, their objects are
-frozen (`gc.freeze()`: moved out of the collector's generations, which later full
-collections skip; O(1)), after a collection of the young generations so that little
-garbage is frozen with them. Thresholds and everything else stay the interpreter's.
+So every half second, once 50 or more connections have come since the last freeze,
+everything the collector tracks is frozen (`gc.freeze()`: moved out of its generations,
+which later full collections skip; O(1)), after a collection of the young generations so
+that little garbage is frozen with it. A ramp of a thousand connections is frozen as it
+comes, so even the full collections its own promotions trigger stay short. Thresholds and
+everything else stay the interpreter's.
 
 What is frozen is never collected: a closed connection's reference cycles (~60 objects)
-stay in memory until unfrozen. Once the connections closed since the last freeze pass a
-quarter of those frozen, and in any case ten minutes after the first freeze (whatever
+stay in memory until unfrozen. Once the connections closed since the first freeze pass a
+quarter of those frozen (at least 50), and in any case ten minutes after the first freeze (whatever
 other garbage a freeze caught), everything is unfrozen, and the next full collection (as
 the interpreter schedules it) reclaims them; only after one has run does a freeze come
 again. So between thaws the frozen garbage is bounded, and a thaw costs one full
@@ -35,7 +37,6 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 CHECK_S = 0.5  # how often the counts are looked at
-SETTLE_S = 1.0  # the count must have moved by under 1 % for this long
 MIN_NEW = 50  # fewer new connections than this are not worth a freeze
 THAW_SHARE = 0.25  # unfreeze once this share of the frozen connections has closed
 THAW_AFTER_S = 600.0  # and at the latest this long after the first freeze since the last thaw
@@ -60,7 +61,7 @@ class GcHooks:
 
 
 class ConnectionFreezer:
-    """Freezes settled connections' objects and unfreezes them after enough have closed.
+    """Freezes new connections' objects and unfreezes them after enough have closed.
 
     `check(connections, opened, closed)` is called every CHECK_S with the current count of
     connections and running totals of those opened and closed.
@@ -76,13 +77,9 @@ class ConnectionFreezer:
         self._closed_at_first = 0  # closed total at the first freeze since the last thaw
         self._thawed_at: int | None = None  # full collections counted when last unfrozen
         self._first_freeze = 0.0  # when the first freeze since the last thaw came
-        self._steady_count = 0
-        self._steady_since = clock()
 
     def check(self, connections: int, opened: int, closed: int) -> None:
         now = self._clock()
-        if abs(connections - self._steady_count) > self._steady_count // 100:
-            self._steady_count, self._steady_since = connections, now
         gone = closed - self._closed_at_first  # closed since the first freeze: their cycles may be frozen
         if self.frozen and (gone >= max(MIN_NEW, self.frozen * THAW_SHARE) or now - self._first_freeze >= THAW_AFTER_S):
             self._hooks.unfreeze()
@@ -94,7 +91,7 @@ class ConnectionFreezer:
         if self._thawed_at is not None and self._hooks.full_collections() <= self._thawed_at:
             return  # what the thaw released is not reclaimed yet: freezing now would keep it
         new = connections if not self.frozen else opened - self._opened_at_freeze
-        if new >= MIN_NEW and now - self._steady_since >= SETTLE_S:
+        if new >= MIN_NEW:
             self._hooks.freeze()
             self.freezes += 1
             if not self.frozen:
@@ -102,4 +99,4 @@ class ConnectionFreezer:
             self.frozen = connections
             self._opened_at_freeze = opened
             self._thawed_at = None
-            log.debug("Froze the objects of %d settled connections", connections)
+            log.debug("Froze the objects of %d connections", connections)

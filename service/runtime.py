@@ -28,7 +28,9 @@ class ReloadError(Exception):
 
 
 class Runtime:
-    def __init__(self, settings: Settings, config_path: Path | None = None, *, freeze_settled: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, config_path: Path | None = None, *, freeze_connections: bool = False
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.bus = create_bus(settings.bus, settings.stream.replay_window)
@@ -49,7 +51,7 @@ class Runtime:
         self.pacer = Pacer(settings.stream, self.connections, self.hub)
         self._pacer: asyncio.Task[None] | None = None
         # Owning the process's garbage collector is `stockpush serve`'s choice (service.gcfreeze).
-        self.freezer = ConnectionFreezer() if freeze_settled else None
+        self.freezer = ConnectionFreezer() if freeze_connections else None
         self._freezing: asyncio.Task[None] | None = None
 
     def attach(self, session: Session) -> None:
@@ -132,20 +134,20 @@ class Runtime:
             for session in list(self.connections):
                 session.heartbeat_if_idle(now, heartbeat_s)
 
-    async def _freeze_settled(self, freezer: ConnectionFreezer) -> None:
+    async def _freeze_connections(self, freezer: ConnectionFreezer) -> None:
         while True:
             await asyncio.sleep(CHECK_S)
             try:
                 freezer.check(len(self.connections), self.opened, self.closed)
             except Exception:
-                log.exception("Freezing settled connections failed")
+                log.exception("Freezing the connections' objects failed")
 
     async def start(self) -> None:
         await self.bus.start()
         self._ticker = asyncio.create_task(self._heartbeats(), name="sp:heartbeats")
         self._pacer = asyncio.create_task(self.pacer.run(), name="sp:pacer")
         if self.freezer is not None:
-            self._freezing = asyncio.create_task(self._freeze_settled(self.freezer), name="sp:gc-freeze")
+            self._freezing = asyncio.create_task(self._freeze_connections(self.freezer), name="sp:gc-freeze")
         for sup in self.supervisors:
             self._start_feed(sup)
         log.info(

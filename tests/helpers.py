@@ -68,10 +68,10 @@ class Server:
         config_path: Path | None = None,
         ws: str | None = None,
         *,
-        freeze_settled: bool = False,
+        freeze_connections: bool = False,
     ) -> None:
         self.settings = settings
-        self.app = create_app(settings, config_path, freeze_settled=freeze_settled)
+        self.app = create_app(settings, config_path, freeze_connections=freeze_connections)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
