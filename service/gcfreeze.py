@@ -71,7 +71,6 @@ class ConnectionFreezer:
         self._hooks = hooks or GcHooks()
         self._clock = clock
         self.frozen = 0  # connections open at the last freeze; 0 while nothing of theirs is frozen
-        self.freezes = 0
         self.thaws = 0
         self._opened_at_freeze = 0  # opened total at the last freeze: who came since is not frozen
         self._closed_at_first = 0  # closed total at the first freeze since the last thaw
@@ -93,7 +92,6 @@ class ConnectionFreezer:
         new = connections if not self.frozen else opened - self._opened_at_freeze
         if new >= MIN_NEW:
             self._hooks.freeze()
-            self.freezes += 1
             if not self.frozen:
                 self._first_freeze, self._closed_at_first = now, closed
             self.frozen = connections
