@@ -79,7 +79,7 @@ class StreamSettings(_Strict):
     inbound_rate: RateSettings = RateSettings()
     # Rate-limited messages within 10 s after which the connection is closed with 4200.
     flood_close_after: Annotated[int, Field(ge=1)] = 50
-    # How long a fatal close may wait for a client that does not read before giving up.
+    # How long a closing client has to read its last frames before its connection is reset.
     close_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
 

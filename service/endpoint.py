@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from service.protocol import CloseCode
 from service.pump import Pump
 from service.session import Fatal, Session
-from service.ws_protocol import EXTENSION
+from service.ws_protocol import EXTENSION, DirectWriter
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -146,7 +146,8 @@ class _Connection:
 
         try:
             if not peer_gone:
-                await _close(websocket, session, runtime.settings.stream.close_timeout_s)
+                writer = self.pump.writer if self.pump is not None else None
+                await _close(websocket, session, runtime.settings.stream.close_timeout_s, writer)
         finally:
             session.close()
 
@@ -164,20 +165,26 @@ class _Connection:
         return False
 
 
-async def _close(websocket: WebSocket, session: Session, timeout_s: float) -> None:
+async def _close(websocket: WebSocket, session: Session, timeout_s: float, writer: DirectWriter | None) -> None:
     """Flush what is still queued, send the explaining error frame, then the close frame.
 
-    A peer that never reads cannot hold this up for longer than `timeout_s`.
+    A peer that never reads cannot hold this up, nor (with a direct writer) keep its socket,
+    for longer than `timeout_s`.
     """
     fatal = session.fatal or Fatal(CloseCode.NORMAL, "", None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout_at(deadline):
             while (frame := session.outbox.take_frame()) is not None:
                 await websocket.send({"type": "websocket.send", "text": frame})
-            if fatal.frame is not None:
-                await websocket.send({"type": "websocket.send", "text": fatal.frame})
-            await websocket.close(fatal.code, fatal.reason)
+            if writer is None:
+                if fatal.frame is not None:
+                    await websocket.send({"type": "websocket.send", "text": fatal.frame})
+                await websocket.close(fatal.code, fatal.reason)
     except TimeoutError:
-        log.warning("Client %s did not take its close frame within %.1f s", session.peer, timeout_s)
+        log.warning("Client %s did not take its last frames within %.1f s", session.peer, timeout_s)
     except GONE:
-        pass
+        return
+    if writer is not None:
+        writer.close(fatal.code, fatal.reason, fatal.frame, max(0.0, deadline - loop.time()))

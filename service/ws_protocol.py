@@ -8,13 +8,22 @@ hands the app a `DirectWriter` in the scope's extensions (see ASGI's "extensions
 which the app writes a ready text frame straight onto the transport from any callback,
 and learns when the socket's buffer is full and when it drains.
 
-Everything else (handshake, reading, pings, close, shutdown) is uvicorn's own code. When
+It also bounds how long a closing connection may hold its socket. uvicorn's close awaits a
+socket that can take data, and then closes the transport gracefully, which waits for the
+buffer to drain: a peer that has stopped reading (the slow consumer closed 4100, the one
+that stopped answering pings) never drains it, so its socket, kernel buffers (megabytes)
+and file descriptor would stay until the peer itself goes away. Here the last frames go
+into the transport's buffer at once, and a connection that is not gone within the linger
+time is reset.
+
+Everything else (handshake, reading, pings, shutdown) is uvicorn's own code. When
 permessage-deflate is on, frames must go through websockets' compression, so the writer is
 not offered and the app falls back to plain ASGI sends.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -70,12 +79,21 @@ class DirectWriter:
         """Call `callback` when a paused socket can take frames again (None: stop)."""
         self._protocol.on_drained = callback
 
+    def close(self, code: int, reason: str, last_frame: str | None, linger_s: float) -> None:
+        """Write `last_frame` and a close frame now, full buffer or not; reset the socket after `linger_s`.
+
+        A peer that reads again within `linger_s` gets everything queued, then the close; one
+        that does not is reset rather than kept waiting on.
+        """
+        self._protocol.close_now(code, reason, last_frame, linger_s)
+
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_drained: Callable[[], None] | None = None
         self.direct: DirectWriter | None = None
+        self._linger: asyncio.TimerHandle | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -97,7 +115,43 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.on_drained is not None:
             self.on_drained()
 
+    def close_now(self, code: int, reason: str, last_frame: str | None, linger_s: float) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        # Both frames are a few hundred bytes at most: the buffer's high-water mark can wait.
+        if last_frame is not None:
+            data = last_frame.encode()
+            self.transport.writelines((text_frame_header(len(data)), data))
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:  # the peer's closing frame must be read
+            self.read_paused = False
+            self.transport.resume_reading()
+        # uvicorn's timer (closing the transport, cancelled when the peer echoes our close)
+        # on our schedule, and a reset for when that close waits on a buffer that never drains.
+        self.close_timer = self.loop.call_later(linger_s, self.transport.close)
+        self._reset_after(linger_s)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # a close frame, then a graceful close: bound it too
+        if not self.disconnected:
+            self._reset_after(self.close_timeout)
+
+    def _reset_after(self, linger_s: float) -> None:
+        if self._linger is None:
+            self._linger = self.loop.call_later(linger_s, self._reset)
+
+    def _reset(self) -> None:
+        self._linger = None
+        if not self.disconnected:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self.on_drained = None
         if self.direct is not None:
             self.direct.paused = False  # as uvicorn unblocks its senders: writes now fail, not wait

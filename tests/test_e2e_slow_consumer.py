@@ -172,3 +172,70 @@ async def test_stalled_client_is_released_without_ever_reading(start_server: Sta
             await asyncio.sleep(0.02)
     assert all(session not in stream.subscribers for stream in server.runtime.hub.streams.values())
     assert not any(t.get_name().startswith("sp:write:") for t in asyncio.all_tasks())
+
+
+# The bound on a close is the direct writer's (stockpush's own WebSocket protocol).
+@pytest.mark.parametrize("writer", ["direct"])
+async def test_stalled_client_socket_is_aborted_after_close_timeout(
+    start_server: StartServer, cleanup: list[Any]
+) -> None:
+    """A 4100'd client that never reads holds no socket past close_timeout_s.
+
+    Closing gracefully waits for the socket's buffer to drain, which a peer that never reads
+    never lets happen: its buffers and file descriptor would stay until the peer goes away.
+    """
+    server = await _fast_server(start_server)
+    raw, session = await _stalled_client(server, cleanup, symbols=["*"])
+    assert raw.sock is not None
+    port = raw.sock.getsockname()[1]
+    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
+    async with asyncio.timeout(20):
+        while session.fatal is None:
+            await asyncio.sleep(0.005)
+    assert session.fatal.code == 4100
+    close_timeout = server.settings.stream.close_timeout_s
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(close_timeout + 3):
+        while protocol in server.uvicorn.server_state.connections:
+            await asyncio.sleep(0.02)
+    assert asyncio.get_running_loop().time() - started >= close_timeout - 0.5  # it had its time to read
+    # The server reset the connection: what the client reads now ends without a close frame.
+    try:
+        _, close = await raw.read_all(timeout=2.0)
+    except ConnectionResetError:
+        close = None
+    assert close is None
+
+
+# The bound on a close is the direct writer's (stockpush's own WebSocket protocol).
+@pytest.mark.parametrize("writer", ["direct"])
+async def test_client_dropped_by_keepalive_is_reset_when_it_does_not_read(
+    start_server: StartServer, cleanup: list[Any]
+) -> None:
+    """A client that stops reading and so answers no ping is closed by the keepalive, and reset after a linger."""
+    # An outbox too large to fill before the ping times out: the keepalive ends this client.
+    server = await start_server(
+        symbols=20,
+        interval_ms=1,
+        stream={"send_buffer_bytes": 256 * 1024 * 1024, "max_batch_bytes": 8192},
+        server={"ws_ping_interval_s": 3, "ws_ping_timeout_s": 1},
+    )
+    raw, session = await _stalled_client(server, cleanup, symbols=["*"])
+    assert raw.sock is not None
+    port = raw.sock.getsockname()[1]
+    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
+    protocol.close_timeout = 1.0  # uvicorn's closing handshake timeout (10 s), the linger of this close
+    # Only a buffer the peer does not drain keeps a graceful close waiting: fill it first.
+    async with asyncio.timeout(10):
+        while protocol.writable.is_set():
+            await asyncio.sleep(0.01)
+    assert not protocol.close_sent, "the keepalive closed the connection before its buffer filled"
+    async with asyncio.timeout(15):
+        while protocol in server.uvicorn.server_state.connections:
+            await asyncio.sleep(0.02)
+    assert session.fatal is None or session.fatal.code != 4100  # the keepalive ended it, not the outbox
+    try:
+        _, close = await raw.read_all(timeout=2.0)
+    except ConnectionResetError:
+        close = None
+    assert close is None
