@@ -30,6 +30,8 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from service.lean_async import LeanEvent, LeanQueue
+
 EXTENSION = "stockpush.direct_writer"
 
 
@@ -73,6 +75,10 @@ class DirectWriter:
         """Let go of the handshake's request and response: a connection lives long, they are ~3 KB."""
         protocol = self._protocol
         if protocol.handshake_complete:
+            # websockets' parser, a generator that lives as long as the connection, still holds
+            # the request in a local: empty its headers (~1.7 KB; the ASGI scope has its own copy).
+            if protocol.request is not None:
+                protocol.request.headers.clear()
             protocol.request = protocol.response = None  # type: ignore[assignment]
 
     def on_drained(self, callback: Callable[[], None] | None) -> None:
@@ -91,6 +97,9 @@ class DirectWriter:
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The same interface as uvicorn's asyncio.Queue and Event, ~3.5 KB less per connection.
+        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.writable = LeanEvent(value=True)  # type: ignore[assignment]
         self.on_drained: Callable[[], None] | None = None
         self.direct: DirectWriter | None = None
         self._linger: asyncio.TimerHandle | None = None

@@ -41,3 +41,36 @@ async def test_with_permessage_deflate_frames_go_through_asgi_compressed(start_s
     await until(ws, lambda m: m["type"] == "data")
     assert len(_writer_tasks()) == 1
     await ws.close()
+
+
+def _coroutine_chain(task: asyncio.Task[object]) -> list[str]:
+    """The qualified names of the coroutines a task is suspended in, outermost first."""
+    names: list[str] = []
+    coro: object = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(f"{coro.cr_code.co_filename}:{coro.cr_code.co_qualname}")
+        coro = coro.cr_await
+    return names
+
+
+async def test_a_stream_connection_keeps_no_starlette_frames_nor_asyncio_queue(start_server: StartServer) -> None:
+    """A connection lives long: what it keeps alive is per-connection memory (scenario 4).
+
+    Starlette's stack (middlewares, router, route, session wrapper) awaited for as long as a
+    connection lived, ~4 KB of frames; uvicorn's asyncio.Queue and Event held ~3.5 KB of
+    empty deques.
+    """
+    server = await start_server()
+    ws, _ = await subscribed(server, symbols=["AAPL"], channels=["trades"], snapshot=False)
+    chains = [_coroutine_chain(task) for task in asyncio.all_tasks()]
+    chains = [chain for chain in chains if any("_Connection.serve" in name for name in chain)]
+    assert len(chains) == 1
+    (chain,) = chains
+    # Starlette's WebSocket (the reader awaits its receive()) is the one part of it expected.
+    stack = [name for name in chain if "/starlette/" in name and "/starlette/websockets.py:" not in name]
+    assert stack == [], chain
+    (protocol,) = server.uvicorn.server_state.connections
+    assert not isinstance(protocol.queue, asyncio.Queue)
+    assert not isinstance(protocol.writable, asyncio.Event)
+    assert protocol.request is None
+    await ws.close()
