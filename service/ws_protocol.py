@@ -24,6 +24,9 @@ not offered and the app falls back to plain ASGI sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +36,9 @@ from websockets.http11 import Request
 from service.lean_async import LeanEvent, LeanQueue
 
 EXTENSION = "stockpush.direct_writer"
+# SO_LINGER on, 0 s: close() discards the send buffer and sends RST, freeing the kernel's
+# buffers at once. A plain close() keeps unsent data in an orphaned socket and retries it.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def text_frame_header(length: int) -> bytes:
@@ -148,6 +154,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.disconnected:
             self._reset_after(self.close_timeout)
 
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # However the app ended (the peer's close echoed, a shutdown's 1012, plain ASGI
+        # sends that timed out), what is left is a close waiting on the peer: bound it.
+        if not self.disconnected:
+            self._reset_after(self.close_timeout)
+
     def _reset_after(self, linger_s: float) -> None:
         if self._linger is None:
             self._linger = self.loop.call_later(linger_s, self._reset)
@@ -155,6 +168,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def _reset(self) -> None:
         self._linger = None
         if not self.disconnected:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -233,6 +233,11 @@ class RawClient:
         self.protocol.send_text(orjson.dumps(message))
         await self._flush()
 
+    async def send_close(self, code: int = 1000) -> None:
+        """Start the closing handshake (and go on not reading, unless told)."""
+        self.protocol.send_close(code)
+        await self._flush()
+
     async def read_all(self, timeout: float = TIMEOUT) -> tuple[list[dict[str, Any]], Frame | None]:
         """Read until the server closes; return the JSON messages and the close frame."""
         messages: list[dict[str, Any]] = []

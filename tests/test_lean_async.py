@@ -69,3 +69,15 @@ async def test_event_set_returns_at_once_and_a_cancelled_waiter_leaves() -> None
     assert event._waiters == []
     event.set()
     assert event.is_set()
+
+
+async def test_queue_getter_woken_then_cancelled_keeps_the_item() -> None:
+    queue: LeanQueue[int] = LeanQueue()
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(5)  # wakes the getter...
+    getter.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    assert queue.qsize() == 1
+    assert await queue.get() == 5

@@ -74,3 +74,16 @@ async def test_a_stream_connection_keeps_no_starlette_frames_nor_asyncio_queue(s
     assert not isinstance(protocol.writable, asyncio.Event)
     assert protocol.request is None
     await ws.close()
+
+
+def test_no_middleware_the_stream_would_skip() -> None:
+    """StockpushApp hands /v1/stream past the middleware stack: fine for SecurityHeaders (HTTP only).
+
+    A middleware added later that acts on WebSocket scopes (auth, trusted hosts) would be
+    skipped for the stream without a word: this test makes whoever adds one decide.
+    """
+    from service.app import SecurityHeaders, create_app
+    from tests.helpers import make_settings
+
+    app = create_app(make_settings())
+    assert [middleware.cls for middleware in app.user_middleware] == [SecurityHeaders]
