@@ -186,20 +186,53 @@ async def test_stalled_client_socket_is_aborted_after_close_timeout(
     """
     server = await _fast_server(start_server)
     raw, session = await _stalled_client(server, cleanup, symbols=["*"])
-    assert raw.sock is not None
-    port = raw.sock.getsockname()[1]
-    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
+    protocol = _protocol_of(server, raw)
     async with asyncio.timeout(20):
         while session.fatal is None:
             await asyncio.sleep(0.005)
     assert session.fatal.code == 4100
-    close_timeout = server.settings.stream.close_timeout_s
     started = asyncio.get_running_loop().time()
-    async with asyncio.timeout(close_timeout + 3):
+    await _reset(server, raw, protocol)
+    close_timeout = server.settings.stream.close_timeout_s
+    assert asyncio.get_running_loop().time() - started >= close_timeout - 0.5  # it had its time to read
+
+
+def _protocol_of(server: Server, raw: RawClient) -> Any:
+    """uvicorn's protocol object serving `raw`'s connection."""
+    assert raw.sock is not None
+    port = raw.sock.getsockname()[1]
+    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
+    return protocol
+
+
+async def _client_with_a_full_buffer(
+    start_server: StartServer, cleanup: list[Any], **server: Any
+) -> tuple[Server, RawClient, Session, Any]:
+    """A stalled client whose socket buffer is full, and an outbox too large to fill meanwhile.
+
+    Only a buffer the peer does not drain keeps a graceful close waiting. Its protocol's
+    closing timeout (uvicorn's 10 s, the linger of such a close) is cut to 1 s.
+    """
+    srv = await start_server(
+        symbols=20,
+        interval_ms=1,
+        stream={"send_buffer_bytes": 256 * 1024 * 1024, "max_batch_bytes": 8192},
+        server=server,
+    )
+    raw, session = await _stalled_client(srv, cleanup, symbols=["*"])
+    protocol = _protocol_of(srv, raw)
+    protocol.close_timeout = 1.0
+    async with asyncio.timeout(10):
+        while protocol.writable.is_set():
+            await asyncio.sleep(0.01)
+    return srv, raw, session, protocol
+
+
+async def _reset(server: Server, raw: RawClient, protocol: Any) -> None:
+    """The server lets go of the connection, and with a reset: a close would orphan the socket."""
+    async with asyncio.timeout(15):
         while protocol in server.uvicorn.server_state.connections:
             await asyncio.sleep(0.02)
-    assert asyncio.get_running_loop().time() - started >= close_timeout - 0.5  # it had its time to read
-    # Reset, not closed: an orphaned socket would keep its unsent megabytes in the kernel.
     with pytest.raises(ConnectionResetError):
         await raw.read_all(timeout=5.0)
 
@@ -210,53 +243,18 @@ async def test_client_dropped_by_keepalive_is_reset_when_it_does_not_read(
     start_server: StartServer, cleanup: list[Any]
 ) -> None:
     """A client that stops reading and so answers no ping is closed by the keepalive, and reset after a linger."""
-    # An outbox too large to fill before the ping times out: the keepalive ends this client.
-    server = await start_server(
-        symbols=20,
-        interval_ms=1,
-        stream={"send_buffer_bytes": 256 * 1024 * 1024, "max_batch_bytes": 8192},
-        server={"ws_ping_interval_s": 3, "ws_ping_timeout_s": 1},
+    server, raw, session, protocol = await _client_with_a_full_buffer(
+        start_server, cleanup, ws_ping_interval_s=3, ws_ping_timeout_s=1
     )
-    raw, session = await _stalled_client(server, cleanup, symbols=["*"])
-    assert raw.sock is not None
-    port = raw.sock.getsockname()[1]
-    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
-    protocol.close_timeout = 1.0  # uvicorn's closing handshake timeout (10 s), the linger of this close
-    # Only a buffer the peer does not drain keeps a graceful close waiting: fill it first.
-    async with asyncio.timeout(10):
-        while protocol.writable.is_set():
-            await asyncio.sleep(0.01)
     assert not protocol.close_sent, "the keepalive closed the connection before its buffer filled"
-    async with asyncio.timeout(15):
-        while protocol in server.uvicorn.server_state.connections:
-            await asyncio.sleep(0.02)
+    await _reset(server, raw, protocol)
     assert session.fatal is None or session.fatal.code != 4100  # the keepalive ended it, not the outbox
-    # Reset, not closed: an orphaned socket would keep its unsent megabytes in the kernel.
-    with pytest.raises(ConnectionResetError):
-        await raw.read_all(timeout=5.0)
 
 
 @pytest.mark.parametrize("writer", ["direct"])
 async def test_client_that_closes_but_does_not_read_is_reset(start_server: StartServer, cleanup: list[Any]) -> None:
     """The peer starts the closing handshake with a full buffer, then reads nothing: reset, not kept."""
-    server = await start_server(
-        symbols=20,
-        interval_ms=1,
-        stream={"send_buffer_bytes": 256 * 1024 * 1024, "max_batch_bytes": 8192},
-        server={"ws_ping_interval_s": 0},
-    )
-    raw, session = await _stalled_client(server, cleanup, symbols=["*"])
-    assert raw.sock is not None
-    port = raw.sock.getsockname()[1]
-    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
-    protocol.close_timeout = 1.0  # uvicorn's closing handshake timeout (10 s), the linger of this close
-    async with asyncio.timeout(10):
-        while protocol.writable.is_set():
-            await asyncio.sleep(0.01)
+    server, raw, session, protocol = await _client_with_a_full_buffer(start_server, cleanup, ws_ping_interval_s=0)
     await raw.send_close()
-    async with asyncio.timeout(10):
-        while protocol in server.uvicorn.server_state.connections:
-            await asyncio.sleep(0.02)
+    await _reset(server, raw, protocol)
     assert session not in server.runtime.connections
-    with pytest.raises(ConnectionResetError):
-        await raw.read_all(timeout=5.0)
