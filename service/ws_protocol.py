@@ -97,7 +97,10 @@ class DirectWriter:
         A peer that reads again within `linger_s` gets everything queued, then the close; one
         that does not is reset rather than kept waiting on.
         """
-        self._protocol.close_now(code, reason, last_frame, linger_s)
+        # A few hundred bytes at most: the buffer's high-water mark can wait for them.
+        if last_frame is not None:
+            self.write_text(last_frame)
+        self._protocol.close_now(code, reason, linger_s)
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -130,13 +133,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.on_drained is not None:
             self.on_drained()
 
-    def close_now(self, code: int, reason: str, last_frame: str | None, linger_s: float) -> None:
+    def close_now(self, code: int, reason: str, linger_s: float) -> None:
+        """Send a close frame now, writable or not, and reset the connection after `linger_s`."""
         if self.close_sent or self.transport.is_closing():
             return
-        # Both frames are a few hundred bytes at most: the buffer's high-water mark can wait.
-        if last_frame is not None:
-            data = last_frame.encode()
-            self.transport.writelines((text_frame_header(len(data)), data))
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
